@@ -1,0 +1,182 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// NewNS creates a network namespace that is removed when the test ends.
+func NewNS(t testing.TB) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() {
+		n.Close()
+		_ = testutils.UnmountNS(n)
+	})
+	return n
+}
+
+// Do runs f with the calling goroutine's thread in namespace n; processes
+// started inside (the CNI plugins libcni executes) are born in n.
+func Do(t testing.TB, n ns.NetNS, f func() error) error {
+	t.Helper()
+	return n.Do(func(ns.NetNS) error { return f() })
+}
+
+// Host is a network namespace standing in for a node: it has an uplink to
+// a second namespace, World, and a default route through it, which proxy
+// ARP needs before it answers for 169.254.1.1.
+type Host struct {
+	NS    ns.NetNS
+	World ns.NetNS
+	// Addr is the host's address on the uplink; WorldAddr the world's.
+	Addr, WorldAddr netip.Addr
+}
+
+// Host and world addresses: the benchmarking range, kept inside the test's
+// own namespaces.
+var (
+	hostAddr  = netip.MustParsePrefix("198.18.0.2/24")
+	worldAddr = netip.MustParsePrefix("198.18.0.1/24")
+	hostAddr6 = netip.MustParsePrefix("fd00:198:18::2/64")
+	world6    = netip.MustParsePrefix("fd00:198:18::1/64")
+)
+
+// NewHost builds a host namespace with IPv4 and IPv6 default routes via
+// World. IPv6 forwarding is switched on as a node would have it; IPv4
+// forwarding is left off so tests show the plugin's per-veth setting is
+// enough.
+func NewHost(t testing.TB) *Host {
+	t.Helper()
+	h := &Host{NS: NewNS(t), World: NewNS(t), Addr: hostAddr.Addr(), WorldAddr: worldAddr.Addr()}
+	err := h.NS.Do(func(ns.NetNS) error {
+		if err := setUp("lo"); err != nil {
+			return err
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = "uplink"
+		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: "downlink", PeerNamespace: netlink.NsFd(int(h.World.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add uplink: %w", err)
+		}
+		if err := configure("uplink", hostAddr, hostAddr6); err != nil {
+			return err
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		l, _ := netlink.LinkByName("uplink")
+		for _, gw := range []netip.Addr{worldAddr.Addr(), world6.Addr()} {
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+				return fmt.Errorf("default route via %s: %w", gw, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("host netns: %v", err)
+	}
+	err = h.World.Do(func(ns.NetNS) error {
+		if err := setUp("lo"); err != nil {
+			return err
+		}
+		return configure("downlink", worldAddr, world6)
+	})
+	if err != nil {
+		t.Fatalf("world netns: %v", err)
+	}
+	return h
+}
+
+func setUp(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(l)
+}
+
+func configure(name string, addrs ...netip.Prefix) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	for _, p := range addrs {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		if p.Addr().Is6() {
+			a.Flags = 0x02 // IFA_F_NODAD: usable at once
+		}
+		if err := netlink.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("add %s to %s: %w", p, name, err)
+		}
+	}
+	return netlink.LinkSetUp(l)
+}
+
+// Ping sends ICMP echo requests from namespace n to dst until one is
+// answered or tries run out; each try waits up to a second.
+func Ping(n ns.NetNS, dst netip.Addr, tries int) error {
+	var last error
+	for i := range tries {
+		if last = n.Do(func(ns.NetNS) error { return pingOnce(dst, i) }); last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("ping %s from %s: %w", dst, n.Path(), last)
+}
+
+func pingOnce(dst netip.Addr, seq int) error {
+	network, proto, typ, reply := "ip4:icmp", 1, icmp.Type(ipv4.ICMPTypeEcho), icmp.Type(ipv4.ICMPTypeEchoReply)
+	if dst.Is6() {
+		network, proto, typ, reply = "ip6:ipv6-icmp", 58, ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	c, err := icmp.ListenPacket(network, "")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := os.Getpid()&0xffff ^ seq
+	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("brindle")}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Second)
+	_ = c.SetReadDeadline(deadline)
+	buf := make([]byte, 1500)
+	for {
+		nr, peer, err := c.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		m, err := icmp.ParseMessage(proto, buf[:nr])
+		if err != nil || m.Type != reply {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && strings.HasPrefix(peer.String(), dst.String()) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("timeout")
+		}
+	}
+}

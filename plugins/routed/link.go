@@ -1,0 +1,258 @@
+package routed
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/brindle-net/brindle/internal/sysctl"
+)
+
+func nsHandle(n ns.NetNS) netns.NsHandle { return netns.NsHandle(int(n.Fd())) }
+
+func prefixIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// mtu is the configured MTU, else that of the interface holding the host's
+// IPv4 (then IPv6) default route, else 1500.
+func (c *call) mtu() (int, error) {
+	if c.conf.MTU != 0 {
+		return c.conf.MTU, nil
+	}
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return 0, err
+		}
+		for _, r := range routes {
+			if (r.Dst == nil || isDefault(r.Dst)) && r.LinkIndex > 0 {
+				l, err := netlink.LinkByIndex(r.LinkIndex)
+				if err != nil {
+					return 0, err
+				}
+				return l.Attrs().MTU, nil
+			}
+		}
+	}
+	return 1500, nil
+}
+
+func isDefault(n *net.IPNet) bool {
+	ones, _ := n.Mask.Size()
+	return ones == 0
+}
+
+// createVeth makes the pair in one netlink request: the host end in the
+// plugin's namespace, named and addressed by brindle's convention and
+// stamped with the attachment, the pod end created directly in the pod's
+// namespace under its final name, so there is no rename and no window in
+// which a half-made pair sits in the wrong namespace.
+func createVeth(hostName, podIf string, mtu int, podNS ns.NetNS, podNL *netlink.Handle, alias string) (host, pod netlink.Link, err error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = hostName
+	attrs.MTU = mtu
+	attrs.HardwareAddr = HostVethMAC
+	veth := &netlink.Veth{
+		LinkAttrs:     attrs,
+		PeerName:      podIf,
+		PeerMTU:       uint32(mtu),
+		PeerNamespace: netlink.NsFd(int(podNS.Fd())),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, nil, err
+	}
+	if host, err = netlink.LinkByName(hostName); err != nil {
+		return nil, nil, fmt.Errorf("find host veth after creating it: %w", err)
+	}
+	if err := netlink.LinkSetAlias(host, alias); err != nil {
+		return nil, nil, fmt.Errorf("set alias: %w", err)
+	}
+	if pod, err = podNL.LinkByName(podIf); err != nil {
+		return nil, nil, fmt.Errorf("find pod veth after creating it: %w", err)
+	}
+	return host, pod, nil
+}
+
+// hostSysctls are the settings of a host veth, in the order they are
+// applied and checked. proxy_arp with proxy_delay 0 makes the veth answer
+// the pod's ARP for 169.254.1.1 at once; rp_filter 1 drops packets whose
+// source is not the pod's own address.
+func hostSysctls(ifname string, v4, v6 bool) [][2]string {
+	var s [][2]string
+	if v4 {
+		s = append(s,
+			[2]string{sysctl.Iface("ipv4", ifname, "forwarding"), "1"},
+			[2]string{sysctl.Iface("ipv4", ifname, "rp_filter"), "1"},
+			[2]string{sysctl.Iface("ipv4", ifname, "proxy_arp"), "1"},
+			[2]string{sysctl.Neigh("ipv4", ifname, "proxy_delay"), "0"},
+		)
+	}
+	if v6 {
+		s = append(s,
+			[2]string{sysctl.Iface("ipv6", ifname, "forwarding"), "1"},
+			[2]string{sysctl.Iface("ipv6", ifname, "accept_ra"), "0"},
+			[2]string{sysctl.Iface("ipv6", ifname, "proxy_ndp"), "1"},
+		)
+	}
+	return s
+}
+
+func families(addrs []netip.Addr) (v4, v6 bool) {
+	for _, a := range addrs {
+		if a.Is4() {
+			v4 = true
+		} else {
+			v6 = true
+		}
+	}
+	return v4, v6
+}
+
+// configureHostSide sets the host veth's sysctls and brings it up. The
+// sysctls go first: the veth must not forward a packet before rp_filter is
+// in force.
+func configureHostSide(host netlink.Link, addrs []netip.Addr) error {
+	v4, v6 := families(addrs)
+	name := host.Attrs().Name
+	if v6 {
+		// The veth needs IPv6 for its link-local address, the pods' gateway.
+		if err := sysctl.Set(sysctl.Iface("ipv6", name, "disable_ipv6"), "0"); err != nil {
+			return err
+		}
+	}
+	for _, kv := range hostSysctls(name, v4, v6) {
+		if err := sysctl.Set(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set up: %w", err)
+	}
+	return nil
+}
+
+// configurePodSide gives the pod interface its addresses as host prefixes,
+// brings it up and routes everything through the link-local gateways.
+func configurePodSide(podNS ns.NetNS, nl *netlink.Handle, pod netlink.Link, addrs []netip.Addr) error {
+	v4, v6 := families(addrs)
+	if v6 {
+		ifname := pod.Attrs().Name
+		if err := podNS.Do(func(ns.NetNS) error {
+			if err := sysctl.Set(sysctl.Iface("ipv6", ifname, "disable_ipv6"), "0"); err != nil {
+				return err
+			}
+			return sysctl.Set(sysctl.Iface("ipv6", ifname, "accept_dad"), "0")
+		}); err != nil {
+			return err
+		}
+	}
+	for _, a := range addrs {
+		addr := &netlink.Addr{IPNet: prefixIPNet(netip.PrefixFrom(a, a.BitLen()))}
+		if a.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := nl.AddrAdd(pod, addr); err != nil {
+			return fmt.Errorf("add address %s: %w", addr.IPNet, err)
+		}
+	}
+	if err := nl.LinkSetUp(pod); err != nil {
+		return fmt.Errorf("set up: %w", err)
+	}
+	idx := pod.Attrs().Index
+	if v4 {
+		gw := prefixIPNet(netip.PrefixFrom(GatewayV4, 32))
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
+			return fmt.Errorf("add route %s scope link: %w", gw, err)
+		}
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Gw: net.IP(GatewayV4.AsSlice())}); err != nil {
+			return fmt.Errorf("add default route via %s: %w", GatewayV4, err)
+		}
+	}
+	if v6 {
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix("::/0")), Gw: net.IP(GatewayV6.AsSlice())}); err != nil {
+			return fmt.Errorf("add default route via %s: %w", GatewayV6, err)
+		}
+	}
+	return nil
+}
+
+// addHostRoutes routes each pod address to the host veth.
+func addHostRoutes(host netlink.Link, addrs []netip.Addr) error {
+	for _, a := range addrs {
+		r := hostRoute(host.Attrs().Index, a)
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s dev %s: %w", r.Dst, host.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+func hostRoute(linkIndex int, a netip.Addr) *netlink.Route {
+	return &netlink.Route{LinkIndex: linkIndex, Dst: prefixIPNet(netip.PrefixFrom(a, a.BitLen())), Scope: netlink.SCOPE_LINK}
+}
+
+// removeHostVeth deletes the host veth (its peer and the host routes go
+// with it). With onlyOurs it leaves alone a veth of the same name that
+// another attachment stamped: a late DEL of an old sandbox must not cut off
+// the pod's new one. A missing veth is success.
+func (c *call) removeHostVeth(onlyOurs bool) error {
+	l, err := netlink.LinkByName(c.veth)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return c.removePodVeth()
+		}
+		return err
+	}
+	if onlyOurs {
+		if a, ok := parseAlias(l.Attrs().Alias); !ok || a != c.attachment() {
+			c.log.Info("host veth belongs to another attachment; left alone", "veth", c.veth, "alias", l.Attrs().Alias)
+			return c.removePodVeth()
+		}
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// removePodVeth deletes the pod end through the pod's namespace, for when the
+// host end could not be found by name (a runtime that gave other CNI_ARGS
+// on DEL than on ADD). A missing namespace or interface is success.
+func (c *call) removePodVeth() error {
+	if c.args.Netns == "" {
+		return nil
+	}
+	n, err := ns.GetNS(c.args.Netns)
+	if err != nil {
+		return nil
+	}
+	defer n.Close()
+	h, err := netlink.NewHandleAt(nsHandle(n))
+	if err != nil {
+		return nil
+	}
+	defer h.Close()
+	l, err := h.LinkByName(c.args.IfName)
+	if err != nil {
+		return nil
+	}
+	if _, ok := l.(*netlink.Veth); !ok {
+		return nil
+	}
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return err
+	}
+	return nil
+}

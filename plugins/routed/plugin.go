@@ -1,0 +1,286 @@
+// Package routed is the logic of the `brindle` CNI plugin: a veth per pod,
+// the pod side with its address as a /32 (/128) and a default route via the
+// link-local gateway 169.254.1.1, the host side answering ARP for that
+// gateway by proxy ARP, and a host route to each pod address.
+package routed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/brindle-net/brindle/conf"
+)
+
+// Funcs are the plugin's CNI commands, for skel.PluginMainFuncs.
+var Funcs = skel.CNIFuncs{Add: CmdAdd, Del: CmdDel, Check: CmdCheck, Status: CmdStatus, GC: CmdGC}
+
+// call is what every command starts from: the parsed config, a logger
+// writing to the config's log file, and the attachment's identity.
+type call struct {
+	args   *skel.CmdArgs
+	conf   *conf.NetConf
+	log    *slog.Logger
+	pod    podArgs
+	veth   string // host veth name
+	closer func()
+}
+
+func newCall(args *skel.CmdArgs, cmd string) (*call, error) {
+	c, err := conf.ParseNetConf(args.StdinData)
+	if err != nil {
+		return nil, configErr(err)
+	}
+	pod := parseArgs(args.Args)
+	log, closer := openLog(c)
+	log = log.With("cmd", cmd, "network", c.Name, "containerID", args.ContainerID, "ifname", args.IfName)
+	if pod.Name != "" {
+		log = log.With("pod", pod.Namespace+"/"+pod.Name)
+	}
+	return &call{
+		args: args, conf: c, log: log, pod: pod, closer: closer,
+		veth: HostVethName(pod.Namespace, pod.Name, args.ContainerID),
+	}, nil
+}
+
+func (c *call) attachment() attachment {
+	return attachment{Network: c.conf.Name, ContainerID: c.args.ContainerID, IfName: c.args.IfName}
+}
+
+// openLog opens the config's log file for appending. A log that cannot be
+// opened must not fail the pod: the plugin then logs to stderr, which the
+// runtime keeps, and never to stdout, which carries the result.
+func openLog(c *conf.NetConf) (*slog.Logger, func()) {
+	level, _ := c.SlogLevel()
+	opts := &slog.HandlerOptions{Level: level}
+	if err := os.MkdirAll(filepath.Dir(c.LogFile), 0o755); err == nil {
+		if f, err := os.OpenFile(c.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			return slog.New(slog.NewJSONHandler(f, opts)), func() { f.Close() }
+		}
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts)), func() {}
+}
+
+// CmdAdd creates the pod's attachment. Everything that can be checked is
+// checked before the IPAM plugin runs; after it, any failure rolls back the
+// veth (and with it the host route) and releases the addresses.
+func CmdAdd(args *skel.CmdArgs) (retErr error) {
+	c, err := newCall(args, "ADD")
+	if err != nil {
+		return err
+	}
+	defer c.closer()
+	defer func() {
+		if retErr != nil {
+			c.log.Error("ADD failed", "err", retErr)
+		}
+	}()
+
+	netns, err := openNetNS(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
+	podNL, err := netlink.NewHandleAt(nsHandle(netns))
+	if err != nil {
+		return cniErr(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: open netlink socket", args.Netns), err)
+	}
+	defer podNL.Close()
+	if _, err := podNL.LinkByName(args.IfName); err == nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_IFNAME %q: an interface of that name already exists in netns %s", args.IfName, args.Netns), "")
+	}
+	mtu, err := c.mtu()
+	if err != nil {
+		return cniErr(ErrHostSide, "mtu: find the host's default-route interface", err)
+	}
+
+	ipamRes, err := c.ipamAdd()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if err := c.removeHostVeth(true); err != nil {
+			c.log.Error("rollback: remove host veth", "veth", c.veth, "err", err)
+		}
+		if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
+			c.log.Error("rollback: IPAM DEL", "ipam", c.conf.IPAM.Type, "err", err)
+		}
+	}()
+	addrs, err := podAddrs(ipamRes)
+	if err != nil {
+		return cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q", c.conf.IPAM.Type), err)
+	}
+
+	// A host veth of this name left by an earlier sandbox of the same pod
+	// (or an ADD that was retried) is in the way; it belongs to no live
+	// attachment of this pod any more.
+	if err := c.removeHostVeth(false); err != nil {
+		return cniErr(ErrVeth, fmt.Sprintf("remove stale host veth %s", c.veth), err)
+	}
+	host, pod, err := createVeth(c.veth, args.IfName, mtu, netns, podNL, c.attachment().alias())
+	if err != nil {
+		return cniErr(ErrVeth, fmt.Sprintf("create veth %s (host) / %s (pod)", c.veth, args.IfName), err)
+	}
+	if err := configureHostSide(host, addrs); err != nil {
+		return cniErr(ErrHostSide, fmt.Sprintf("configure host veth %s", c.veth), err)
+	}
+	if err := configurePodSide(netns, podNL, pod, addrs); err != nil {
+		return cniErr(ErrPodSide, fmt.Sprintf("configure %s in %s", args.IfName, args.Netns), err)
+	}
+	if err := addHostRoutes(host, addrs); err != nil {
+		return cniErr(ErrHostSide, fmt.Sprintf("add host routes via %s", c.veth), err)
+	}
+
+	res := buildResult(ipamRes, c.conf, host, pod, args.Netns, addrs)
+	c.log.Info("pod attached", "veth", c.veth, "addresses", addrs, "mtu", mtu)
+	return types.PrintResult(res, c.conf.CNIVersion)
+}
+
+// ipamAdd runs the delegated IPAM plugin and converts its result.
+func (c *call) ipamAdd() (*current.Result, error) {
+	r, err := invoke.DelegateAdd(context.Background(), c.conf.IPAM.Type, c.args.StdinData, nil)
+	if err != nil {
+		return nil, ipamErr(c.conf.IPAM.Type, "ADD", err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q: convert result", c.conf.IPAM.Type), err)
+	}
+	return res, nil
+}
+
+// ipamErr keeps the IPAM plugin's own error code and says which plugin and
+// command failed. A plugin that is not in CNI_PATH is a config error.
+func ipamErr(plugin, cmd string, err error) error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return types.NewError(te.Code, fmt.Sprintf("ipam plugin %q %s: %s", plugin, cmd, te.Msg), te.Details)
+	}
+	if _, ferr := invoke.FindInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH"))); ferr != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam.type %q: no such plugin in CNI_PATH %q", plugin, os.Getenv("CNI_PATH")), ferr.Error())
+	}
+	return cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q %s", plugin, cmd), err)
+}
+
+// podAddrs is the list of addresses IPAM gave, each as a host prefix: brindle
+// routes every pod address on its own, whatever the pool's prefix length.
+func podAddrs(res *current.Result) ([]netip.Addr, error) {
+	if len(res.IPs) == 0 {
+		return nil, errors.New("returned no IP address")
+	}
+	out := make([]netip.Addr, 0, len(res.IPs))
+	for _, ipc := range res.IPs {
+		a, ok := netip.AddrFromSlice(ipc.Address.IP)
+		if !ok {
+			return nil, fmt.Errorf("returned an invalid IP address %v", ipc.Address.IP)
+		}
+		out = append(out, a.Unmap())
+	}
+	return out, nil
+}
+
+// buildResult is the ADD result: the host veth, the pod interface (with its
+// sandbox), each address as a host prefix on the pod interface, and the
+// default routes through the gateways.
+func buildResult(ipamRes *current.Result, c *conf.NetConf, host, pod netlink.Link, sandbox string, addrs []netip.Addr) *current.Result {
+	podIdx := 1
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: host.Attrs().Name, Mac: host.Attrs().HardwareAddr.String()},
+			{Name: pod.Attrs().Name, Mac: pod.Attrs().HardwareAddr.String(), Sandbox: sandbox},
+		},
+		DNS: ipamRes.DNS,
+	}
+	if res.DNS.Nameservers == nil && c.DNS.Nameservers != nil {
+		res.DNS = c.DNS
+	}
+	var v4, v6 bool
+	for _, a := range addrs {
+		gw := GatewayV4
+		if a.Is6() {
+			gw, v6 = GatewayV6, true
+		} else {
+			v4 = true
+		}
+		res.IPs = append(res.IPs, &current.IPConfig{
+			Interface: &podIdx,
+			Address:   *prefixIPNet(netip.PrefixFrom(a, a.BitLen())),
+			Gateway:   net.IP(gw.AsSlice()),
+		})
+	}
+	if v4 {
+		res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: net.IP(GatewayV4.AsSlice())})
+	}
+	if v6 {
+		res.Routes = append(res.Routes, &types.Route{Dst: net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, GW: net.IP(GatewayV6.AsSlice())})
+	}
+	return res
+}
+
+// CmdDel removes the attachment. It is forgiving: a missing netns, veth or
+// IPAM record is success, and the IPAM plugin's DEL always runs, so that an
+// address is never leaked because the kernel side was already gone.
+func CmdDel(args *skel.CmdArgs) error {
+	c, err := newCall(args, "DEL")
+	if err != nil {
+		return err
+	}
+	defer c.closer()
+
+	var errs []error
+	if err := c.removeHostVeth(true); err != nil {
+		errs = append(errs, cniErr(ErrVeth, fmt.Sprintf("remove host veth %s", c.veth), err))
+	}
+	if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
+		errs = append(errs, ipamErr(c.conf.IPAM.Type, "DEL", err))
+	}
+	if len(errs) > 0 {
+		c.log.Error("DEL failed", "err", errors.Join(errs...))
+		return errs[0]
+	}
+	c.log.Info("pod detached", "veth", c.veth)
+	return nil
+}
+
+// CmdStatus reports whether the plugin is ready for ADDs: that is, whether
+// its IPAM plugin is.
+func CmdStatus(args *skel.CmdArgs) error {
+	c, err := newCall(args, "STATUS")
+	if err != nil {
+		return err
+	}
+	defer c.closer()
+	if err := invoke.DelegateStatus(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
+		return ipamErr(c.conf.IPAM.Type, "STATUS", err)
+	}
+	return nil
+}
+
+func openNetNS(path string) (ns.NetNS, error) {
+	n, err := ns.GetNS(path)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		if errors.As(err, &notExist) {
+			return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: no such network namespace", path), err.Error())
+		}
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: not a network namespace", path), err.Error())
+	}
+	return n, nil
+}
