@@ -1,0 +1,201 @@
+package conf
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// DefaultNodenameFile is where brindled writes the node name it chose.
+const DefaultNodenameFile = "/var/lib/brindle/nodename"
+
+// DefaultIPAMTimeout bounds one IPAM operation, retries included.
+const DefaultIPAMTimeout = 10 * time.Second
+
+// EtcdConfig says how to reach etcd. File names are kept, never the
+// contents, so that a config can be logged without leaking credentials.
+type EtcdConfig struct {
+	Endpoints  []string
+	CACertFile string
+	CertFile   string
+	KeyFile    string
+}
+
+// IPAMConfig is the `ipam` section brindle-ipam reads, after defaults.
+type IPAMConfig struct {
+	Type         string
+	Etcd         EtcdConfig
+	Nodename     string
+	NodenameFile string
+	IPv4Pools    []string
+	IPv6Pools    []string
+	AssignIPv4   bool
+	AssignIPv6   bool
+	Timeout      time.Duration
+}
+
+// rawIPAM is the wire form of the ipam section; pointers tell unset from false.
+type rawIPAM struct {
+	Type           string   `json:"type"`
+	EtcdEndpoints  string   `json:"etcd_endpoints"`
+	EtcdCACertFile string   `json:"etcd_ca_cert_file"`
+	EtcdCertFile   string   `json:"etcd_cert_file"`
+	EtcdKeyFile    string   `json:"etcd_key_file"`
+	Nodename       string   `json:"nodename"`
+	NodenameFile   string   `json:"nodename_file"`
+	IPv4Pools      []string `json:"ipv4_pools"`
+	IPv6Pools      []string `json:"ipv6_pools"`
+	AssignIPv4     *bool    `json:"assign_ipv4"`
+	AssignIPv6     *bool    `json:"assign_ipv6"`
+	TimeoutSeconds *float64 `json:"timeout_seconds"`
+}
+
+// IPAMNetConf is a network configuration as brindle-ipam receives it: the
+// generic CNI fields, the ipam section, the `ips` capability and the GC list.
+type IPAMNetConf struct {
+	types.NetConf
+	IPAM             IPAMConfig
+	RuntimeIPs       []string
+	ValidAttachments []types.GCAttachment
+}
+
+// LoadIPAMNetConf parses stdin of a CNI call. env looks up environment
+// variables (os.LookupEnv in the plugin; a map in tests), which fill in the
+// etcd settings and the node name the config leaves out.
+func LoadIPAMNetConf(data []byte, env func(string) (string, bool)) (*IPAMNetConf, error) {
+	var wire struct {
+		types.NetConf
+		Nodename      string  `json:"nodename"`
+		IPAM          rawIPAM `json:"ipam"`
+		RuntimeConfig struct {
+			IPs []string `json:"ips"`
+		} `json:"runtimeConfig"`
+		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := json.Unmarshal(data, &wire); err != nil {
+		return nil, fmt.Errorf("parse network config: %w", err)
+	}
+	if wire.IPAM.Nodename == "" {
+		// The brindle plugin's own nodename also names the IPAM node, so the
+		// two can never disagree when only one is set.
+		wire.IPAM.Nodename = wire.Nodename
+	}
+	ic, err := buildIPAMConfig(wire.IPAM, env)
+	if err != nil {
+		return nil, err
+	}
+	return &IPAMNetConf{
+		NetConf:          wire.NetConf,
+		IPAM:             *ic,
+		RuntimeIPs:       wire.RuntimeConfig.IPs,
+		ValidAttachments: wire.ValidAttachments,
+	}, nil
+}
+
+func buildIPAMConfig(r rawIPAM, env func(string) (string, bool)) (*IPAMConfig, error) {
+	get := func(v, key string) string {
+		if v != "" {
+			return v
+		}
+		if env != nil {
+			if e, ok := env(key); ok {
+				return e
+			}
+		}
+		return ""
+	}
+	c := &IPAMConfig{
+		Type: r.Type,
+		Etcd: EtcdConfig{
+			CACertFile: get(r.EtcdCACertFile, "ETCD_CA_CERT_FILE"),
+			CertFile:   get(r.EtcdCertFile, "ETCD_CERT_FILE"),
+			KeyFile:    get(r.EtcdKeyFile, "ETCD_KEY_FILE"),
+		},
+		Nodename:     r.Nodename,
+		NodenameFile: r.NodenameFile,
+		IPv4Pools:    r.IPv4Pools,
+		IPv6Pools:    r.IPv6Pools,
+		AssignIPv4:   true,
+		AssignIPv6:   false,
+		Timeout:      DefaultIPAMTimeout,
+	}
+	eps := get(r.EtcdEndpoints, "ETCD_ENDPOINTS")
+	for _, ep := range strings.Split(eps, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			c.Etcd.Endpoints = append(c.Etcd.Endpoints, ep)
+		}
+	}
+	if c.NodenameFile == "" {
+		c.NodenameFile = DefaultNodenameFile
+	}
+	if r.AssignIPv4 != nil {
+		c.AssignIPv4 = *r.AssignIPv4
+	}
+	if r.AssignIPv6 != nil {
+		c.AssignIPv6 = *r.AssignIPv6
+	}
+	if r.TimeoutSeconds != nil {
+		c.Timeout = time.Duration(*r.TimeoutSeconds * float64(time.Second))
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the ipam section; errors name the field and the value.
+func (c *IPAMConfig) Validate() error {
+	if len(c.Etcd.Endpoints) == 0 {
+		return fmt.Errorf("ipam.etcd_endpoints: empty (set it in the config or ETCD_ENDPOINTS)")
+	}
+	for _, ep := range c.Etcd.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("ipam.etcd_endpoints %q: want http(s)://host:port", ep)
+		}
+	}
+	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
+		return fmt.Errorf("ipam.etcd_cert_file %q and ipam.etcd_key_file %q: give both or neither", c.Etcd.CertFile, c.Etcd.KeyFile)
+	}
+	if !c.AssignIPv4 && !c.AssignIPv6 {
+		return fmt.Errorf("ipam.assign_ipv4 and ipam.assign_ipv6: both false, nothing to assign")
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("ipam.timeout_seconds %v: must be positive", c.Timeout.Seconds())
+	}
+	for _, n := range append(append([]string{}, c.IPv4Pools...), c.IPv6Pools...) {
+		if !nameRE.MatchString(n) {
+			return fmt.Errorf("ipam.ipv4_pools/ipv6_pools %q: not a pool name", n)
+		}
+	}
+	return nil
+}
+
+// NodeName returns the node this config allocates for: the configured name,
+// else the contents of the nodename file brindled writes, else NODENAME,
+// else the hostname (the same order brindled uses to choose it).
+func (c *IPAMConfig) NodeName(env func(string) (string, bool)) (string, error) {
+	if c.Nodename != "" {
+		return c.Nodename, nil
+	}
+	b, err := os.ReadFile(c.NodenameFile)
+	if err == nil {
+		if n := strings.TrimSpace(string(b)); n != "" {
+			return n, nil
+		}
+	} else if !os.IsNotExist(err) {
+		return "", fmt.Errorf("read ipam.nodename_file %q: %w", c.NodenameFile, err)
+	}
+	if env != nil {
+		if n, ok := env("NODENAME"); ok && n != "" {
+			return n, nil
+		}
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "", fmt.Errorf("no node name: ipam.nodename unset, %s missing, hostname: %v", c.NodenameFile, err)
+	}
+	return h, nil
+}
