@@ -59,9 +59,7 @@ var (
 )
 
 // NewHost builds a host namespace with IPv4 and IPv6 default routes via
-// World. IPv6 forwarding is switched on as a node would have it; IPv4
-// forwarding is left off so tests show the plugin's per-veth setting is
-// enough.
+// World, and forwarding switched on as a node has it.
 func NewHost(t testing.TB) *Host {
 	t.Helper()
 	h := &Host{NS: NewNS(t), World: NewNS(t), Addr: hostAddr.Addr(), WorldAddr: worldAddr.Addr()}
@@ -78,8 +76,10 @@ func NewHost(t testing.TB) *Host {
 		if err := configure("uplink", hostAddr, hostAddr6); err != nil {
 			return err
 		}
-		if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
-			return err
+		for _, f := range []string{"/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+			if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
+				return err
+			}
 		}
 		l, _ := netlink.LinkByName("uplink")
 		for _, gw := range []netip.Addr{worldAddr.Addr(), world6.Addr()} {

@@ -200,8 +200,11 @@ func (c *call) checkHostSide(pod netlink.Link, want expectation) error {
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 			return fmt.Errorf("list routes: %w", err)
 		}
-		if !hasRoute(routes, func(r netlink.Route) bool { return r.LinkIndex == want.LinkIndex && r.Scope == netlink.SCOPE_LINK }) {
-			return fmt.Errorf("host route %s dev %s scope link missing", want.Dst, c.veth)
+		// IPv6 has no route scopes: the kernel reports every one as global.
+		if !hasRoute(routes, func(r netlink.Route) bool {
+			return r.LinkIndex == want.LinkIndex && (r.Scope == want.Scope || a.Is6())
+		}) {
+			return fmt.Errorf("host route %s dev %s%s missing", want.Dst, c.veth, map[bool]string{true: " scope link"}[a.Is4()])
 		}
 	}
 	return nil

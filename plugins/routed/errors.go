@@ -28,13 +28,12 @@ const (
 	ErrGC uint = 105
 )
 
-// cniErr builds a CNI error with the given code; details carries the
-// underlying cause so the runtime's event shows both.
+// cniErr builds a CNI error with the given code: msg says what brindle was
+// doing, details the underlying cause; runtimes show "msg; details".
 func cniErr(code uint, msg string, cause error) *types.Error {
 	details := ""
 	if cause != nil {
 		details = cause.Error()
-		msg = msg + ": " + details
 	}
 	return types.NewError(code, msg, details)
 }

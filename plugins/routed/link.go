@@ -195,13 +195,19 @@ func addHostRoutes(host netlink.Link, addrs []netip.Addr) error {
 }
 
 func hostRoute(linkIndex int, a netip.Addr) *netlink.Route {
-	return &netlink.Route{LinkIndex: linkIndex, Dst: prefixIPNet(netip.PrefixFrom(a, a.BitLen())), Scope: netlink.SCOPE_LINK}
+	r := &netlink.Route{LinkIndex: linkIndex, Dst: prefixIPNet(netip.PrefixFrom(a, a.BitLen()))}
+	if a.Is4() {
+		r.Scope = netlink.SCOPE_LINK
+	}
+	return r
 }
 
 // removeHostVeth deletes the host veth (its peer and the host routes go
 // with it). With onlyOurs it leaves alone a veth of the same name that
 // another attachment stamped: a late DEL of an old sandbox must not cut off
-// the pod's new one. A missing veth is success.
+// the pod's new one. Without it, any veth brindle stamped goes (ADD clears
+// what an earlier sandbox of the same pod left), but a device brindle did
+// not create is an error, never deleted. A missing veth is success.
 func (c *call) removeHostVeth(onlyOurs bool) error {
 	l, err := netlink.LinkByName(c.veth)
 	if err != nil {
@@ -211,11 +217,18 @@ func (c *call) removeHostVeth(onlyOurs bool) error {
 		}
 		return err
 	}
-	if onlyOurs {
-		if a, ok := parseAlias(l.Attrs().Alias); !ok || a != c.attachment() {
-			c.log.Info("host veth belongs to another attachment; left alone", "veth", c.veth, "alias", l.Attrs().Alias)
+	a, stamped := parseAlias(l.Attrs().Alias)
+	switch {
+	case !stamped || l.Type() != "veth":
+		if onlyOurs {
 			return c.removePodVeth()
 		}
+		return fmt.Errorf("name %s is taken by a %s device that brindle did not create", c.veth, l.Type())
+	case onlyOurs && a != c.attachment():
+		c.log.Info("host veth belongs to another attachment; left alone", "veth", c.veth, "alias", l.Attrs().Alias)
+		return c.removePodVeth()
+	case !onlyOurs:
+		c.log.Warn("removing host veth left by an earlier attachment", "veth", c.veth, "alias", l.Attrs().Alias)
 	}
 	if err := netlink.LinkDel(l); err != nil {
 		var nf netlink.LinkNotFoundError

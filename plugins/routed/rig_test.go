@@ -203,3 +203,13 @@ func errContains(t *testing.T, err error, parts ...string) {
 var _ = fmt.Sprintf
 
 func testenvUnmount(n ns.NetNS) error { return testutils.UnmountNS(n) }
+
+// jsonWithName returns a conflist with its name replaced.
+func jsonWithName(b []byte, name string) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["name"] = name
+	return json.Marshal(m)
+}
