@@ -1,0 +1,277 @@
+package ipam
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/etcdclient"
+)
+
+// ErrCodePluginNotAvailable is the CNI error code STATUS returns when the
+// plugin cannot serve ADDs (spec 1.1.0, code 50).
+const ErrCodePluginNotAvailable uint = 50
+
+// Plugin is the CNI side of brindle-ipam: it turns CNI calls into allocator
+// calls. cmd/brindle-ipam only wires it to skel.
+type Plugin struct {
+	// Env looks up environment variables (os.LookupEnv outside tests).
+	Env func(string) (string, bool)
+	// Connect opens the store; the returned func closes it.
+	Connect func(conf.EtcdConfig) (Store, func(), error)
+	// Log is where the plugin logs; stderr, since stdout carries the result.
+	Log *slog.Logger
+}
+
+// NewPlugin returns the plugin as the binary runs it: real environment, etcd.
+func NewPlugin() *Plugin {
+	return &Plugin{
+		Env: os.LookupEnv,
+		Connect: func(c conf.EtcdConfig) (Store, func(), error) {
+			cli, err := etcdclient.New(c)
+			if err != nil {
+				return nil, nil, err
+			}
+			return NewEtcdStore(cli), func() { _ = cli.Close() }, nil
+		},
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+}
+
+// Funcs returns the skel entry points.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
+}
+
+// cniArgs are the CNI_ARGS brindle-ipam understands; others are ignored.
+type cniArgs struct {
+	types.CommonArgs
+	IP                types.UnmarshallableString
+	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive // CNI_ARGS names
+	K8S_POD_NAME      types.UnmarshallableString //nolint:revive
+}
+
+// call is what every command needs: config, node, allocator, deadline.
+type call struct {
+	n      *conf.IPAMNetConf
+	node   string
+	alloc  *Allocator
+	ctx    context.Context
+	cancel context.CancelFunc
+	close  func()
+}
+
+func (c *call) done() {
+	c.cancel()
+	c.close()
+}
+
+func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
+	n, err := conf.LoadIPAMNetConf(args.StdinData, p.Env)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid ipam config", err.Error())
+	}
+	node, err := n.IPAM.NodeName(p.Env)
+	if err != nil {
+		return nil, err
+	}
+	store, closeFn, err := p.Connect(n.IPAM.Etcd)
+	if err != nil {
+		return nil, err
+	}
+	a := New(store)
+	a.Log = p.Log
+	// One deadline bounds the whole call, retries included, so an
+	// unreachable etcd fails the call instead of hanging the runtime.
+	ctx, cancel := context.WithTimeout(context.Background(), n.IPAM.Timeout)
+	return &call{n: n, node: node, alloc: a, ctx: ctx, cancel: cancel, close: closeFn}, nil
+}
+
+// Add assigns the attachment's addresses and prints the result.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	var ca cniArgs
+	if err := types.LoadArgs(args.Args, &ca); err != nil {
+		return fmt.Errorf("parse CNI_ARGS %q: %w", args.Args, err)
+	}
+	c, err := p.setup(args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	ips, err := requestedIPs(string(ca.IP), c.n.RuntimeIPs)
+	if err != nil {
+		return err
+	}
+	ns, pod := string(ca.K8S_POD_NAMESPACE), string(ca.K8S_POD_NAME)
+	attrs := map[string]string{AttrNode: c.node, AttrContainerID: args.ContainerID, AttrIfName: args.IfName}
+	if ns != "" {
+		attrs[AttrNamespace], attrs[AttrPod] = ns, pod
+	}
+	handle := HandleID(args.ContainerID, args.IfName)
+	got, err := c.alloc.Assign(c.ctx, AssignRequest{
+		Handle:    handle,
+		Node:      c.node,
+		Attrs:     attrs,
+		IPv4:      c.n.IPAM.AssignIPv4,
+		IPv6:      c.n.IPAM.AssignIPv6,
+		IPv4Pools: c.n.IPAM.IPv4Pools,
+		IPv6Pools: c.n.IPAM.IPv6Pools,
+		IPs:       ips,
+		Endpoint: &Endpoint{Namespace: ns, Pod: pod, ContainerID: args.ContainerID,
+			IfName: args.IfName, HostVeth: HostVethName(ns, pod, args.ContainerID)},
+	})
+	if err != nil {
+		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
+		return cniError(err)
+	}
+	p.Log.Info("ipam add", "container", args.ContainerID, "namespace", ns, "pod", pod, "ips", addrsOf(got))
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	for _, ha := range got {
+		bits := ha.Addr.BitLen()
+		res.IPs = append(res.IPs, &current.IPConfig{Address: net.IPNet{
+			IP: ha.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)}})
+	}
+	return types.PrintResult(res, c.n.CNIVersion)
+}
+
+// requestedIPs merges IP= from CNI_ARGS (comma-separated) and the `ips`
+// capability; entries may be bare addresses or address/prefix.
+func requestedIPs(arg string, runtime []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var items []string
+	if arg != "" {
+		items = strings.Split(arg, ",")
+	}
+	for _, s := range append(items, runtime...) {
+		s = strings.TrimSpace(s)
+		if i := strings.IndexByte(s, '/'); i >= 0 {
+			s = s[:i]
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("requested ip %q: not an address", s), err.Error())
+		}
+		if !slices.Contains(out, a.Unmap()) {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// Del releases whatever the attachment holds; nothing held is success.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	c, err := p.setup(args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	rel, err := c.alloc.ReleaseHandle(c.ctx, HandleID(args.ContainerID, args.IfName))
+	if err != nil {
+		return cniError(err)
+	}
+	p.Log.Info("ipam del", "container", args.ContainerID, "released", addrsOf(rel))
+	return nil
+}
+
+// Check verifies that the handle exists and holds exactly the addresses
+// of prevResult.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	c, err := p.setup(args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	handle := HandleID(args.ContainerID, args.IfName)
+	h, err := c.alloc.HandleOf(c.ctx, handle)
+	if err != nil {
+		return cniError(err)
+	}
+	if h == nil {
+		return fmt.Errorf("check: handle %q holds no addresses", handle)
+	}
+	if c.n.RawPrevResult == nil {
+		return nil
+	}
+	if err := version.ParsePrevResult(&c.n.NetConf); err != nil {
+		return fmt.Errorf("check: parse prevResult: %w", err)
+	}
+	prev, err := current.NewResultFromResult(c.n.PrevResult)
+	if err != nil {
+		return fmt.Errorf("check: convert prevResult: %w", err)
+	}
+	for _, ipc := range prev.IPs {
+		a, _ := netip.AddrFromSlice(ipc.Address.IP)
+		if !slices.ContainsFunc(h.Addrs, func(x HandleAddr) bool { return x.Addr == a.Unmap() }) {
+			return fmt.Errorf("check: prevResult ip %s is not held by handle %q (holds %v)", a, handle, addrsOf(h.Addrs))
+		}
+	}
+	return nil
+}
+
+// GC releases this node's allocations whose attachment the runtime no
+// longer has, and empty blocks past their grace period.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	c, err := p.setup(args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	var valid []Attachment
+	for _, v := range c.n.ValidAttachments {
+		valid = append(valid, Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
+	}
+	rel, err := c.alloc.GC(c.ctx, c.node, valid)
+	p.Log.Info("ipam gc", "node", c.node, "released", rel)
+	if err != nil {
+		return cniError(err)
+	}
+	return nil
+}
+
+// Status reports code 50 when etcd cannot be reached or no usable pool exists.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	c, err := p.setup(args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	if err := c.alloc.Status(c.ctx, c.n.IPAM.AssignIPv4, c.n.IPAM.AssignIPv6); err != nil {
+		return types.NewError(ErrCodePluginNotAvailable, "brindle-ipam cannot assign addresses", err.Error())
+	}
+	return nil
+}
+
+// cniError gives unreachable etcd the "try again later" code, so the
+// runtime retries instead of giving up on the pod.
+func cniError(err error) error {
+	if errors.Is(err, etcdclient.ErrUnreachable) {
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	return err
+}
+
+// HostVethName is the host-side veth name DESIGN.md fixes: "bri" + the first
+// 12 hex digits of sha1("<namespace>.<pod>"), or of the container ID outside
+// Kubernetes. The endpoint record carries it so tools need not recompute it.
+func HostVethName(namespace, pod, containerID string) string {
+	src := containerID
+	if namespace != "" && pod != "" {
+		src = namespace + "." + pod
+	}
+	sum := sha1.Sum([]byte(src))
+	return "bri" + hex.EncodeToString(sum[:])[:12]
+}

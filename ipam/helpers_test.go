@@ -1,0 +1,87 @@
+package ipam
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/etcdtest"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newAlloc starts a real embedded etcd for the test and returns an
+// allocator on it.
+func newAlloc(t *testing.T) (*Allocator, *etcdtest.Server) {
+	t.Helper()
+	s := etcdtest.Start(t)
+	a := New(NewEtcdStore(s.Client))
+	a.Log = quietLog()
+	return a, s
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func addPool(t *testing.T, a *Allocator, name, cidr string, mut func(*conf.IPPool)) {
+	t.Helper()
+	p := conf.IPPool{Metadata: conf.ObjectMeta{Name: name}, Spec: conf.IPPoolSpec{CIDR: cidr}}
+	if mut != nil {
+		mut(&p)
+	}
+	if _, err := a.ApplyPool(ctxT(t), p); err != nil {
+		t.Fatalf("apply pool %s: %v", name, err)
+	}
+}
+
+func assign4(t *testing.T, a *Allocator, node, handle string) HandleAddr {
+	t.Helper()
+	got, err := a.Assign(ctxT(t), AssignRequest{Handle: handle, Node: node, IPv4: true})
+	if err != nil {
+		t.Fatalf("assign %s on %s: %v", handle, node, err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("assign %s: got %v", handle, got)
+	}
+	return got[0]
+}
+
+func readBlock(t *testing.T, a *Allocator, c netip.Prefix) (*Block, bool) {
+	t.Helper()
+	res, err := a.Store.Read(ctxT(t), Get{Key: blockKey(c)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res[0]) == 0 {
+		return nil, false
+	}
+	var b Block
+	if err := decode(res[0][0], &b); err != nil {
+		t.Fatal(err)
+	}
+	return &b, true
+}
+
+// keys lists every stored key under Prefix, for "nothing left behind" checks.
+func keys(t *testing.T, cli *clientv3.Client, under string) []string {
+	t.Helper()
+	resp, err := cli.Get(ctxT(t), Prefix+under, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		out = append(out, strings.TrimPrefix(string(kv.Key), Prefix))
+	}
+	return out
+}

@@ -1,0 +1,42 @@
+package ipam
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// Prefix is where every brindle key lives; Store implementations add it, so
+// the keys below are relative to it.
+const Prefix = "/brindle/v1/"
+
+// Relative keys, exactly as DESIGN.md lists them.
+const (
+	poolsPrefix    = "ippools/"
+	blocksPrefix   = "ipam/blocks/"
+	affinityPrefix = "ipam/affinity/"
+	handlesPrefix  = "ipam/handles/"
+	configKey      = "ipam/config"
+	nodesPrefix    = "nodes/"
+	endpointPrefix = "endpoints/"
+)
+
+// cidrKey writes a prefix with "-" for "/", so it is one key segment.
+func cidrKey(p netip.Prefix) string { return strings.ReplaceAll(p.String(), "/", "-") }
+
+func parseCIDRKey(s string) (netip.Prefix, error) {
+	i := strings.LastIndex(s, "-")
+	if i < 0 {
+		return netip.ParsePrefix(s)
+	}
+	return netip.ParsePrefix(s[:i] + "/" + s[i+1:])
+}
+
+func poolKey(name string) string     { return poolsPrefix + name }
+func blockKey(p netip.Prefix) string { return blocksPrefix + cidrKey(p) }
+func affinityKey(node string, p netip.Prefix) string {
+	return affinityPrefix + node + "/" + cidrKey(p)
+}
+func nodeAffinityPrefix(node string) string { return affinityPrefix + node + "/" }
+func handleKey(id string) string            { return handlesPrefix + id }
+func nodeKey(node string) string            { return nodesPrefix + node }
+func endpointKey(node, id string) string    { return endpointPrefix + node + "/" + id }
