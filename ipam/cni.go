@@ -104,7 +104,13 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 // Add assigns the attachment's addresses and prints the result.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	var ca cniArgs
-	if err := types.LoadArgs(args.Args, &ca); err != nil {
+	// Runtimes add arguments of their own (K8S_POD_INFRA_CONTAINER_ID, ...);
+	// only the ones read below matter, so unknown ones are never an error.
+	cargs := args.Args
+	if cargs != "" {
+		cargs = "IgnoreUnknown=1;" + cargs
+	}
+	if err := types.LoadArgs(cargs, &ca); err != nil {
 		return fmt.Errorf("parse CNI_ARGS %q: %w", args.Args, err)
 	}
 	c, err := p.setup(args)

@@ -135,6 +135,9 @@ func startOne(dir, name string, cs *clusterSpec) (*Member, error) {
 	cfg.Dir = dir
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
+	// Even at "error" level, a member that is stopped logs its listeners
+	// closing; tests stop members on purpose.
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	local, _ := url.Parse("http://127.0.0.1:0")
 	cfg.ListenClientUrls = []url.URL{*local}
 	cfg.AdvertiseClientUrls = []url.URL{*local}
