@@ -1,0 +1,352 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/brindle-net/brindle/conf"
+)
+
+// PoolUsage summarises one pool for `brindlectl ipam show`.
+type PoolUsage struct {
+	Name     string `json:"name"`
+	CIDR     string `json:"cidr"`
+	Disabled bool   `json:"disabled"`
+	Size     uint64 `json:"size"`
+	Blocks   int    `json:"blocks"`
+	InBlocks int    `json:"inBlocks"` // addresses in claimed blocks
+	Used     int    `json:"used"`
+}
+
+// BlockUsage summarises one block.
+type BlockUsage struct {
+	CIDR     string `json:"cidr"`
+	Pool     string `json:"pool"`
+	Affinity string `json:"affinity"`
+	State    string `json:"state"`
+	Used     int    `json:"used"`
+	Free     int    `json:"free"`
+}
+
+// snapshotAll is every IPAM record, read at one revision.
+type snapshotAll struct {
+	pools     []conf.IPPool
+	blocks    []*Block
+	affs      map[string]Affinity // key: node + "/" + cidr
+	handles   map[string]*Handle
+	endpoints map[string]*Endpoint // key: node + "/" + id
+	nodes     map[string]bool
+}
+
+func (a *Allocator) readAll(ctx context.Context) (*snapshotAll, error) {
+	res, err := a.Store.Read(ctx,
+		Get{Key: poolsPrefix, Prefix: true},
+		Get{Key: blocksPrefix, Prefix: true},
+		Get{Key: affinityPrefix, Prefix: true},
+		Get{Key: handlesPrefix, Prefix: true},
+		Get{Key: endpointPrefix, Prefix: true},
+		Get{Key: nodesPrefix, Prefix: true, KeysOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	s := &snapshotAll{affs: map[string]Affinity{}, handles: map[string]*Handle{},
+		endpoints: map[string]*Endpoint{}, nodes: map[string]bool{}}
+	for _, kv := range res[0] {
+		p, err := conf.UnmarshalPool(kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		s.pools = append(s.pools, p)
+	}
+	for _, kv := range res[1] {
+		var b Block
+		if err := decode(kv, &b); err != nil {
+			return nil, err
+		}
+		s.blocks = append(s.blocks, &b)
+	}
+	sort.Slice(s.blocks, func(i, j int) bool { return s.blocks[i].CIDR.Addr().Less(s.blocks[j].CIDR.Addr()) })
+	for _, kv := range res[2] {
+		var af Affinity
+		if err := decode(kv, &af); err != nil {
+			return nil, err
+		}
+		s.affs[strings.TrimPrefix(kv.Key, affinityPrefix)] = af
+	}
+	for _, kv := range res[3] {
+		var h Handle
+		if err := decode(kv, &h); err != nil {
+			return nil, err
+		}
+		s.handles[h.ID] = &h
+	}
+	for _, kv := range res[4] {
+		var e Endpoint
+		if err := decode(kv, &e); err != nil {
+			return nil, err
+		}
+		s.endpoints[strings.TrimPrefix(kv.Key, endpointPrefix)] = &e
+	}
+	for _, kv := range res[5] {
+		s.nodes[strings.TrimPrefix(kv.Key, nodesPrefix)] = true
+	}
+	return s, nil
+}
+
+// Usage reports every pool and block with used and free counts.
+func (a *Allocator) Usage(ctx context.Context) ([]PoolUsage, []BlockUsage, error) {
+	s, err := a.readAll(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pools []PoolUsage
+	for _, p := range s.pools {
+		pfx := p.Prefix()
+		u := PoolUsage{Name: p.Metadata.Name, CIDR: p.Spec.CIDR, Disabled: p.Spec.Disabled}
+		if bits := pfx.Addr().BitLen() - pfx.Bits(); bits < 64 {
+			u.Size = 1 << bits
+		} else {
+			u.Size = ^uint64(0)
+		}
+		for _, b := range s.blocks {
+			if b.Pool == p.Metadata.Name && pfx.Contains(b.CIDR.Addr()) {
+				u.Blocks++
+				u.InBlocks += len(b.Allocations)
+				u.Used += b.InUse()
+			}
+		}
+		pools = append(pools, u)
+	}
+	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
+	var blocks []BlockUsage
+	for _, b := range s.blocks {
+		state := ""
+		if b.Affinity != "" {
+			state = s.affs[b.Affinity+"/"+cidrKey(b.CIDR)].State
+			if state == "" {
+				state = "missing"
+			}
+		}
+		blocks = append(blocks, BlockUsage{CIDR: b.CIDR.String(), Pool: b.Pool, Affinity: b.Affinity,
+			State: state, Used: b.InUse(), Free: len(b.Free)})
+	}
+	return pools, blocks, nil
+}
+
+// IPInfo is what `brindlectl ipam show --ip` prints.
+type IPInfo struct {
+	IP        string            `json:"ip"`
+	Pool      string            `json:"pool,omitempty"`
+	Block     string            `json:"block,omitempty"`
+	Affinity  string            `json:"affinity,omitempty"`
+	Allocated bool              `json:"allocated"`
+	Handle    string            `json:"handle,omitempty"`
+	Seq       uint64            `json:"seq"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+}
+
+// ShowIP reports who holds an address.
+func (a *Allocator) ShowIP(ctx context.Context, ip netip.Addr) (IPInfo, error) {
+	info := IPInfo{IP: ip.String()}
+	pools, err := a.ListPools(ctx)
+	if err != nil {
+		return info, err
+	}
+	for _, p := range pools {
+		if p.Prefix().Contains(ip) {
+			info.Pool = p.Metadata.Name
+		}
+	}
+	c, err := a.findBlock(ctx, ip)
+	if err != nil {
+		if info.Pool == "" {
+			return info, fmt.Errorf("ip %s: not inside any pool", ip)
+		}
+		return info, nil // in a pool, but its block is not claimed
+	}
+	res, err := a.Store.Read(ctx, Get{Key: blockKey(c)})
+	if err != nil || len(res[0]) == 0 {
+		return info, err
+	}
+	var b Block
+	if err := decode(res[0][0], &b); err != nil {
+		return info, err
+	}
+	info.Block, info.Affinity = b.CIDR.String(), b.Affinity
+	ord, _ := b.Ordinal(ip)
+	info.Seq = b.Seqs[ord]
+	if al := b.Allocations[ord]; al != nil {
+		info.Allocated, info.Handle, info.Seq, info.Attrs = true, al.Handle, al.Seq, al.Attrs
+	}
+	return info, nil
+}
+
+// Leak is an allocation nothing uses: a pod handle with no endpoint, or a
+// block allocation whose handle record is gone.
+type Leak struct {
+	IP     string `json:"ip"`
+	Seq    uint64 `json:"seq"`
+	Handle string `json:"handle"`
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
+// OrphanEndpoint is an endpoint record whose addresses are not allocated to it.
+type OrphanEndpoint struct {
+	Node      string   `json:"node"`
+	ID        string   `json:"id"`
+	Addresses []string `json:"addresses"`
+}
+
+// StaleBlock is a block claimed by a node that has no node record.
+type StaleBlock struct {
+	CIDR string `json:"cidr"`
+	Node string `json:"node"`
+	Used int    `json:"used"`
+}
+
+// CheckReport is the outcome of Check.
+type CheckReport struct {
+	Leaks       []Leak           `json:"leaks"`
+	Orphans     []OrphanEndpoint `json:"orphanEndpoints"`
+	StaleBlocks []StaleBlock     `json:"staleBlocks"`
+	// NoNodes is set when no node record exists at all; then no block is
+	// called stale, since brindled has evidently not registered any node.
+	NoNodes bool `json:"noNodes"`
+}
+
+// Clean reports whether the check found nothing.
+func (r CheckReport) Clean() bool {
+	return len(r.Leaks) == 0 && len(r.Orphans) == 0 && len(r.StaleBlocks) == 0
+}
+
+// Check compares allocations, handles, endpoints and node records. Pod
+// handles and endpoints are written in one transaction, so a mismatch is
+// never an ADD in flight.
+func (a *Allocator) Check(ctx context.Context) (CheckReport, error) {
+	s, err := a.readAll(ctx)
+	if err != nil {
+		return CheckReport{}, err
+	}
+	var r CheckReport
+	r.NoNodes = len(s.nodes) == 0
+	for _, b := range s.blocks {
+		if b.Affinity != "" && !r.NoNodes && !s.nodes[b.Affinity] {
+			r.StaleBlocks = append(r.StaleBlocks, StaleBlock{CIDR: b.CIDR.String(), Node: b.Affinity, Used: b.InUse()})
+		}
+		for i, al := range b.Allocations {
+			if al == nil {
+				continue
+			}
+			ip := b.Addr(i)
+			h := s.handles[al.Handle]
+			switch {
+			case h == nil:
+				r.Leaks = append(r.Leaks, Leak{IP: ip.String(), Seq: al.Seq, Handle: al.Handle, Node: al.Attrs[AttrNode], Reason: "no handle record"})
+			case h.Attrs[AttrContainerID] != "" && s.endpoints[h.Node+"/"+h.ID] == nil:
+				r.Leaks = append(r.Leaks, Leak{IP: ip.String(), Seq: al.Seq, Handle: al.Handle, Node: h.Node, Reason: "no endpoint"})
+			}
+		}
+	}
+	for k, e := range s.endpoints {
+		id := k[strings.IndexByte(k, '/')+1:]
+		h := s.handles[id]
+		if h == nil || h.Node != e.Node {
+			r.Orphans = append(r.Orphans, OrphanEndpoint{Node: e.Node, ID: id, Addresses: e.Addresses})
+		}
+	}
+	sort.Slice(r.Orphans, func(i, j int) bool { return r.Orphans[i].ID < r.Orphans[j].ID })
+	return r, nil
+}
+
+// Repair releases what a Check found: leaked allocations (each only if it
+// still has the sequence number Check saw), orphan endpoint records, and
+// the blocks of nodes that no longer exist together with their allocations.
+// It returns a line per action.
+func (a *Allocator) Repair(ctx context.Context, r CheckReport) ([]string, error) {
+	var done []string
+	var errs []error
+	seen := map[string]bool{}
+	for _, l := range r.Leaks {
+		ip, err := netip.ParseAddr(l.IP)
+		if err != nil {
+			continue
+		}
+		if err := a.ReleaseIP(ctx, ip, l.Seq); err != nil {
+			errs = append(errs, fmt.Errorf("release %s: %w", l.IP, err))
+			continue
+		}
+		seen[l.IP] = true
+		done = append(done, fmt.Sprintf("released %s (handle %s: %s)", l.IP, l.Handle, l.Reason))
+	}
+	for _, o := range r.Orphans {
+		if _, err := a.Store.Commit(ctx, Op{Key: endpointKey(o.Node, o.ID), Delete: true, Rev: AnyRev}); err != nil {
+			errs = append(errs, fmt.Errorf("delete endpoint %s/%s: %w", o.Node, o.ID, err))
+			continue
+		}
+		done = append(done, fmt.Sprintf("deleted endpoint %s/%s", o.Node, o.ID))
+	}
+	for _, sb := range r.StaleBlocks {
+		msgs, err := a.releaseStaleBlock(ctx, sb, seen)
+		done = append(done, msgs...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return done, errors.Join(errs...)
+}
+
+func (a *Allocator) releaseStaleBlock(ctx context.Context, sb StaleBlock, seen map[string]bool) ([]string, error) {
+	c, err := netip.ParsePrefix(sb.CIDR)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	res, err := a.Store.Read(ctx, Get{Key: blockKey(c)}, Get{Key: nodeKey(sb.Node)})
+	if err != nil {
+		return nil, err
+	}
+	if len(res[1]) > 0 {
+		return nil, fmt.Errorf("block %s: node %s exists again; left alone", c, sb.Node)
+	}
+	if len(res[0]) == 0 {
+		return nil, nil
+	}
+	var b Block
+	if err := decode(res[0][0], &b); err != nil {
+		return nil, err
+	}
+	for i, al := range b.Allocations {
+		if al == nil || seen[b.Addr(i).String()] {
+			continue
+		}
+		if err := a.ReleaseIP(ctx, b.Addr(i), al.Seq); err != nil {
+			return done, fmt.Errorf("block %s: release %s: %w", c, b.Addr(i), err)
+		}
+		done = append(done, fmt.Sprintf("released %s (handle %s on gone node %s)", b.Addr(i), al.Handle, sb.Node))
+	}
+	res, err = a.Store.Read(ctx, Get{Key: blockKey(c)})
+	if err != nil || len(res[0]) == 0 {
+		return done, err
+	}
+	if err := decode(res[0][0], &b); err != nil {
+		return done, err
+	}
+	if b.InUse() > 0 {
+		return done, fmt.Errorf("block %s: addresses were allocated meanwhile; left alone", c)
+	}
+	ok, err := a.Store.Commit(ctx,
+		Op{Key: blockKey(c), Delete: true, Rev: res[0][0].ModRevision},
+		Op{Key: affinityKey(sb.Node, c), Delete: true, Rev: AnyRev})
+	if err != nil {
+		return done, err
+	}
+	if !ok {
+		return done, fmt.Errorf("block %s: changed meanwhile; left alone", c)
+	}
+	return append(done, fmt.Sprintf("released block %s of gone node %s", c, sb.Node)), nil
+}
