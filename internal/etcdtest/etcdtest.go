@@ -4,6 +4,7 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // Member is one running embedded etcd member.
@@ -175,4 +177,31 @@ func freeURL() (string, error) {
 	}
 	defer l.Close()
 	return "http://" + l.Addr().String(), nil
+}
+
+// StartIn runs a one-member etcd whose listeners are created inside do (for
+// example inside a test network namespace, so that processes born there
+// reach it on 127.0.0.1), and returns a client that dials through dial.
+func StartIn(tb testing.TB, do func(func() error) error, dial func(ctx context.Context, addr string) (net.Conn, error)) *Server {
+	tb.Helper()
+	var m *Member
+	dir := tb.TempDir()
+	if err := do(func() (err error) {
+		m, err = startOne(dir, "default", nil)
+		return err
+	}); err != nil {
+		tb.Fatalf("start embedded etcd: %v", err)
+	}
+	tb.Cleanup(m.Stop)
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{m.Endpoint},
+		DialTimeout: 2 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		tb.Fatalf("etcd client: %v", err)
+	}
+	tb.Cleanup(func() { _ = cli.Close() })
+	return &Server{Member: m, Client: cli}
 }

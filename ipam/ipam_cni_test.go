@@ -1,0 +1,111 @@
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/brindle-net/brindle/internal/etcdtest"
+	"github.com/brindle-net/brindle/internal/testenv"
+)
+
+// TestBrindleWithBrindleIPAM runs the real `brindle` plugin delegating to the
+// real `brindle-ipam` through libcni, as containerd would: two pods on one
+// node get /32s from the node's block and reach each other.
+func TestBrindleWithBrindleIPAM(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := testenv.BinDir(t, "brindle", "brindle-ipam")
+	host := testenv.NewHost(t)
+	inHost := func(f func() error) error { return testenv.Do(t, host.NS, f) }
+	// etcd listens on the host namespace's loopback, where the plugins run;
+	// the test's own client dials into that namespace too.
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := host.NS.Do(func(ns.NetNS) (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return c, err
+	}
+	s := etcdtest.StartIn(t, inHost, dial)
+	a := New(NewEtcdStore(s.Client))
+	a.Log = quietLog()
+	addPool(t, a, "default", "10.244.0.0/16", nil)
+
+	dir := t.TempDir()
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	b, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "k8s-pod-network", "plugins": []any{
+		map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"),
+			"ipam": map[string]any{"type": "brindle-ipam", "etcd_endpoints": s.Endpoint, "nodename": "node-1"}}}})
+	list, err := libcni.NetworkConfFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type pod struct {
+		ns   ns.NetNS
+		rt   *libcni.RuntimeConf
+		addr netip.Addr
+	}
+	var pods []*pod
+	for _, name := range []string{"web", "db"} {
+		n := testenv.NewNS(t)
+		p := &pod{ns: n, rt: &libcni.RuntimeConf{ContainerID: "ctr-" + name, NetNS: n.Path(), IfName: "eth0",
+			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}}
+		var res *current.Result
+		if err := inHost(func() error {
+			r, err := cni.AddNetworkList(context.Background(), list, p.rt)
+			if err != nil {
+				return err
+			}
+			res, err = current.NewResultFromResult(r)
+			return err
+		}); err != nil {
+			t.Fatalf("ADD %s: %v", name, err)
+		}
+		if len(res.IPs) != 1 {
+			t.Fatalf("ADD %s: ips %v", name, res.IPs)
+		}
+		p.addr, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+		pods = append(pods, p)
+	}
+	var block netip.Prefix
+	for _, p := range pods {
+		h, err := a.HandleOf(ctxT(t), HandleID(p.rt.ContainerID, "eth0"))
+		if err != nil || h == nil || h.Addrs[0].Addr != p.addr {
+			t.Fatalf("handle of %s: %+v %v", p.rt.ContainerID, h, err)
+		}
+		bl, _ := readBlock(t, a, h.Addrs[0].Block)
+		if bl.Affinity != "node-1" {
+			t.Fatalf("%s from block %s of %q", p.addr, bl.CIDR, bl.Affinity)
+		}
+		if block.IsValid() && block != bl.CIDR {
+			t.Fatalf("pods got addresses from blocks %s and %s", block, bl.CIDR)
+		}
+		block = bl.CIDR
+	}
+	if pods[0].addr == pods[1].addr {
+		t.Fatalf("both pods got %s", pods[0].addr)
+	}
+	if err := testenv.Ping(pods[0].ns, pods[1].addr, 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if err := inHost(func() error { return cni.CheckNetworkList(context.Background(), list, p.rt) }); err != nil {
+			t.Errorf("CHECK %s: %v", p.rt.ContainerID, err)
+		}
+		if err := inHost(func() error { return cni.DelNetworkList(context.Background(), list, p.rt) }); err != nil {
+			t.Errorf("DEL %s: %v", p.rt.ContainerID, err)
+		}
+	}
+	if k := keys(t, s.Client, handlesPrefix); len(k) != 0 {
+		t.Fatalf("handles left after DEL: %v", k)
+	}
+}
