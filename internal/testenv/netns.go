@@ -21,15 +21,24 @@ import (
 // NewNS creates a network namespace that is removed when the test ends.
 func NewNS(t testing.TB) ns.NetNS {
 	t.Helper()
-	n, err := testutils.NewNS()
+	n, cleanup, err := CreateNS()
 	if err != nil {
 		t.Fatalf("create netns: %v", err)
 	}
-	t.Cleanup(func() {
+	t.Cleanup(cleanup)
+	return n
+}
+
+// CreateNS creates a network namespace; cleanup removes it.
+func CreateNS() (ns.NetNS, func(), error) {
+	n, err := testutils.NewNS()
+	if err != nil {
+		return nil, nil, err
+	}
+	return n, func() {
 		n.Close()
 		_ = testutils.UnmountNS(n)
-	})
-	return n
+	}, nil
 }
 
 // Do runs f with the calling goroutine's thread in namespace n; processes
@@ -62,8 +71,39 @@ var (
 // World, and forwarding switched on as a node has it.
 func NewHost(t testing.TB) *Host {
 	t.Helper()
-	h := &Host{NS: NewNS(t), World: NewNS(t), Addr: hostAddr.Addr(), WorldAddr: worldAddr.Addr()}
-	err := h.NS.Do(func(ns.NetNS) error {
+	h, cleanup, err := CreateHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cleanup)
+	return h
+}
+
+// CreateHost is NewHost for programs: cleanup removes both namespaces.
+func CreateHost() (_ *Host, cleanup func(), retErr error) {
+	h := &Host{Addr: hostAddr.Addr(), WorldAddr: worldAddr.Addr()}
+	var cleanups []func()
+	cleanup = func() {
+		for _, c := range cleanups {
+			c()
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			cleanup()
+		}
+	}()
+	var c func()
+	var err error
+	if h.NS, c, err = CreateNS(); err != nil {
+		return nil, nil, fmt.Errorf("host netns: %w", err)
+	}
+	cleanups = append(cleanups, c)
+	if h.World, c, err = CreateNS(); err != nil {
+		return nil, nil, fmt.Errorf("world netns: %w", err)
+	}
+	cleanups = append(cleanups, c)
+	err = h.NS.Do(func(ns.NetNS) error {
 		if err := setUp("lo"); err != nil {
 			return err
 		}
@@ -90,7 +130,7 @@ func NewHost(t testing.TB) *Host {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("host netns: %v", err)
+		return nil, nil, fmt.Errorf("host netns: %w", err)
 	}
 	err = h.World.Do(func(ns.NetNS) error {
 		if err := setUp("lo"); err != nil {
@@ -99,9 +139,9 @@ func NewHost(t testing.TB) *Host {
 		return configure("downlink", worldAddr, world6)
 	})
 	if err != nil {
-		t.Fatalf("world netns: %v", err)
+		return nil, nil, fmt.Errorf("world netns: %w", err)
 	}
-	return h
+	return h, cleanup, nil
 }
 
 func setUp(name string) error {

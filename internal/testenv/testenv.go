@@ -73,7 +73,7 @@ func BinDir(t testing.TB, cmds ...string) string {
 	if d, ok := builds[key]; ok {
 		return d
 	}
-	d, err := build(cmds)
+	d, err := Build(cmds)
 	if err != nil {
 		t.Fatalf("build binaries: %v", err)
 	}
@@ -92,7 +92,9 @@ func Cleanup() {
 	buildDirs, builds = nil, map[string]string{}
 }
 
-func build(cmds []string) (string, error) {
+// Build compiles the named brindle commands (all of ./cmd/* when none are
+// named) and the reference plugins into a new temporary directory.
+func Build(cmds []string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err

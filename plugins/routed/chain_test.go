@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -81,6 +82,9 @@ func TestParallelAdds(t *testing.T) {
 // reaches the pod, the pod's host veth carries the shaping qdisc, and CHECK
 // of the whole chain passes.
 func TestChainPortmapBandwidth(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skip("SKIP: the reference portmap plugin needs the iptables binary: apt-get install iptables (scripts/install-deps.sh)")
+	}
 	r := newRig(t)
 	l := r.list("1.1.0", r.hostLocal("10.244.1.0/24"), nil,
 		map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},

@@ -203,46 +203,57 @@ func hostRoute(linkIndex int, a netip.Addr) *netlink.Route {
 }
 
 // removeHostVeth deletes the host veth (its peer and the host routes go
-// with it). With onlyOurs it leaves alone a veth of the same name that
-// another attachment stamped: a late DEL of an old sandbox must not cut off
-// the pod's new one. Without it, any veth brindle stamped goes (ADD clears
-// what an earlier sandbox of the same pod left), but a device brindle did
-// not create is an error, never deleted. A missing veth is success.
-func (c *call) removeHostVeth(onlyOurs bool) error {
+// with it) and says whether it did. With onlyOurs it leaves alone a veth of
+// the same name that another attachment stamped: a late DEL of an old
+// sandbox must not cut off the pod's new one. Without it, any veth brindle
+// stamped goes (ADD clears what an earlier sandbox of the same pod left),
+// but a device brindle did not create is an error, never deleted.
+func (c *call) removeHostVeth(onlyOurs bool) (bool, error) {
 	l, err := netlink.LinkByName(c.veth)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return c.removePodVeth()
+			return false, nil
 		}
-		return err
+		return false, err
 	}
 	a, stamped := parseAlias(l.Attrs().Alias)
 	switch {
 	case !stamped || l.Type() != "veth":
 		if onlyOurs {
-			return c.removePodVeth()
+			return false, nil
 		}
-		return fmt.Errorf("name %s is taken by a %s device that brindle did not create", c.veth, l.Type())
+		return false, fmt.Errorf("name %s is taken by a %s device that brindle did not create", c.veth, l.Type())
 	case onlyOurs && a != c.attachment():
 		c.log.Info("host veth belongs to another attachment; left alone", "veth", c.veth, "alias", l.Attrs().Alias)
-		return c.removePodVeth()
+		return false, nil
 	case !onlyOurs:
 		c.log.Warn("removing host veth left by an earlier attachment", "veth", c.veth, "alias", l.Attrs().Alias)
 	}
 	if err := netlink.LinkDel(l); err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
-	return nil
+	return true, nil
 }
 
-// removePodVeth deletes the pod end through the pod's namespace, for when the
-// host end could not be found by name (a runtime that gave other CNI_ARGS
-// on DEL than on ADD). A missing namespace or interface is success.
+// removeAttachment removes this attachment's veth pair: by the host end
+// when brindle's stamp says it is ours, else by the pod end in the pod's
+// namespace (a runtime may give other CNI_ARGS on DEL than on ADD, and the
+// host name then differs). Nothing found is success.
+func (c *call) removeAttachment() error {
+	removed, err := c.removeHostVeth(true)
+	if err != nil || removed {
+		return err
+	}
+	return c.removePodVeth()
+}
+
+// removePodVeth deletes the pod end through the pod's namespace. A missing
+// namespace or interface is success.
 func (c *call) removePodVeth() error {
 	if c.args.Netns == "" {
 		return nil

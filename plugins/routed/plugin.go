@@ -115,8 +115,8 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 		if retErr == nil {
 			return
 		}
-		if err := c.removeHostVeth(true); err != nil {
-			c.log.Error("rollback: remove host veth", "veth", c.veth, "err", err)
+		if err := c.removeAttachment(); err != nil {
+			c.log.Error("rollback: remove veth", "veth", c.veth, "err", err)
 		}
 		if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
 			c.log.Error("rollback: IPAM DEL", "ipam", c.conf.IPAM.Type, "err", err)
@@ -130,7 +130,7 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 	// A host veth of this name left by an earlier sandbox of the same pod
 	// (or an ADD that was retried) is in the way; it belongs to no live
 	// attachment of this pod any more.
-	if err := c.removeHostVeth(false); err != nil {
+	if _, err := c.removeHostVeth(false); err != nil {
 		return cniErr(ErrVeth, fmt.Sprintf("remove stale host veth %s", c.veth), err)
 	}
 	host, pod, err := createVeth(c.veth, args.IfName, mtu, netns, podNL, c.attachment().alias())
@@ -245,7 +245,7 @@ func CmdDel(args *skel.CmdArgs) error {
 	defer c.closer()
 
 	var errs []error
-	if err := c.removeHostVeth(true); err != nil {
+	if err := c.removeAttachment(); err != nil {
 		errs = append(errs, cniErr(ErrVeth, fmt.Sprintf("remove host veth %s", c.veth), err))
 	}
 	if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {

@@ -3,7 +3,6 @@ package routed_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,8 +198,6 @@ func errContains(t *testing.T, err error, parts ...string) {
 		}
 	}
 }
-
-var _ = fmt.Sprintf
 
 func testenvUnmount(n ns.NetNS) error { return testutils.UnmountNS(n) }
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what brindle's tests need from Debian's packages, if missing.
+# Idempotent and quiet when everything is there; called by `make test` and
+# by .ci/run, because CI and a new session may start on a fresh machine.
+set -euo pipefail
+
+# command -> Debian package
+declare -A need=(
+  [ip]=iproute2          # the lab and troubleshooting docs
+  [iptables]=iptables    # the reference portmap plugin in the chaining test
+  [nft]=nftables         # inspecting brindle's NAT table
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+  exit 0  # the tests that need them say so and skip or fail with the reason
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,253 @@
+// Command benchcni measures CNI ADD and DEL latency of brindle against the
+// reference ptp plugin, both driven through libcni as containerd drives
+// them, in the same run on the same host namespace. Run it as root:
+//
+//	go run ./test/benchcni [-pods 50] [-rounds 2]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/brindle-net/brindle/internal/testenv"
+)
+
+// scenario is one plugin pair under test.
+type scenario struct {
+	name string
+	// conf returns the conflist, given a fresh scratch directory.
+	conf func(dir string) map[string]any
+}
+
+func hostLocal(dir, subnet string) map[string]any {
+	return map[string]any{"type": "host-local", "dataDir": filepath.Join(dir, "ipam"), "ranges": [][]map[string]string{{{"subnet": subnet}}}}
+}
+
+var scenarios = []scenario{
+	{name: "ptp + host-local", conf: func(dir string) map[string]any {
+		return map[string]any{"type": "ptp", "ipMasq": false, "ipam": hostLocal(dir, "10.250.0.0/16")}
+	}},
+	{name: "brindle + host-local", conf: func(dir string) map[string]any {
+		return map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "ipam": hostLocal(dir, "10.251.0.0/16")}
+	}},
+}
+
+type sample struct{ add, del []time.Duration }
+
+func main() {
+	pods := flag.Int("pods", 50, "pods per run")
+	rounds := flag.Int("rounds", 4, "runs of each scenario, interleaved, samples pooled")
+	binDir := flag.String("bin", "", "directory with built binaries (default: build them)")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "benchcni: needs root (network namespaces and veths); run `sudo make bench-cni`")
+		os.Exit(2)
+	}
+	if err := run(*pods, *rounds, *binDir); err != nil {
+		fmt.Fprintln(os.Stderr, "benchcni:", err)
+		os.Exit(1)
+	}
+}
+
+func run(pods, rounds int, bin string) error {
+	if bin == "" {
+		fmt.Fprintln(os.Stderr, "building brindle and the reference plugins ...")
+		d, err := testenv.Build([]string{"brindle"})
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		bin = d
+	}
+	host, cleanup, err := testenv.CreateHost()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	// One unrecorded run of each warms the page cache and the kernel's
+	// slab caches, so the first scenario measured is not penalised.
+	for _, sc := range scenarios {
+		if _, err := runOnce(host, bin, sc, 10, 1); err != nil {
+			return fmt.Errorf("warm-up %s: %w", sc.name, err)
+		}
+	}
+	results := map[string]map[int]*sample{}
+	modes := []int{1, 8}
+	for round := range rounds {
+		for _, conc := range modes {
+			// Alternate the order so neither scenario always runs first.
+			order := slices.Clone(scenarios)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, sc := range order {
+				fmt.Fprintf(os.Stderr, "round %d/%d: %-22s %d pods, %d at a time\n", round+1, rounds, sc.name, pods, conc)
+				s, err := runOnce(host, bin, sc, pods, conc)
+				if err != nil {
+					return fmt.Errorf("%s: %w", sc.name, err)
+				}
+				if results[sc.name] == nil {
+					results[sc.name] = map[int]*sample{}
+				}
+				acc := results[sc.name][conc]
+				if acc == nil {
+					acc = &sample{}
+					results[sc.name][conc] = acc
+				}
+				acc.add = append(acc.add, s.add...)
+				acc.del = append(acc.del, s.del...)
+			}
+		}
+	}
+
+	fmt.Printf("\nCNI latency through libcni, %d pods per run, %d runs pooled (%s)\n\n", pods, rounds, time.Now().UTC().Format(time.RFC3339))
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "plugins\tconcurrency\tADD p50\tADD p99\tDEL p50\tDEL p99\tADD p50 vs ptp\tDEL p50 vs ptp\t")
+	ref := scenarios[0].name
+	for _, conc := range modes {
+		for _, sc := range scenarios {
+			s := results[sc.name][conc]
+			r := results[ref][conc]
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\t%.2fx\t\n", sc.name, conc,
+				ms(pct(s.add, 50)), ms(pct(s.add, 99)), ms(pct(s.del, 50)), ms(pct(s.del, 99)),
+				ratio(pct(s.add, 50), pct(r.add, 50)), ratio(pct(s.del, 50), pct(r.del, 50)))
+		}
+	}
+	w.Flush()
+	return execTable(bin)
+}
+
+// execTable shows what a plugin costs before it does anything: its size
+// and the time of a VERSION call, which is one process start.
+func execTable(bin string) error {
+	fmt.Printf("\nPlugin binaries: size and VERSION exec time (200 runs)\n\n")
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "binary\tsize MiB\tVERSION p50\tVERSION p99\t")
+	for _, b := range []string{"brindle", "brindle-ipam", "ptp", "host-local"} {
+		path := filepath.Join(bin, b)
+		fi, err := os.Stat(path)
+		if err != nil {
+			continue
+		}
+		var d []time.Duration
+		for range 200 {
+			cmd := exec.Command(path)
+			cmd.Env = []string{"CNI_COMMAND=VERSION"}
+			start := time.Now()
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("%s VERSION: %w", b, err)
+			}
+			d = append(d, time.Since(start))
+		}
+		fmt.Fprintf(w, "%s\t%.1f\t%s\t%s\t\n", b, float64(fi.Size())/(1<<20), ms(pct(d, 50)), ms(pct(d, 99)))
+	}
+	return w.Flush()
+}
+
+// runOnce attaches pods with conc workers, then detaches them the same way,
+// timing each call. Namespaces are made before the clock starts.
+func runOnce(host *testenv.Host, bin string, sc scenario, pods, conc int) (*sample, error) {
+	dir, err := os.MkdirTemp("", "benchcni-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	conf, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "bench", "plugins": []any{sc.conf(dir)}})
+	list, err := libcni.NetworkConfFromBytes(conf)
+	if err != nil {
+		return nil, err
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	nss := make([]ns.NetNS, pods)
+	for i := range nss {
+		n, c, err := testenv.CreateNS()
+		if err != nil {
+			return nil, err
+		}
+		defer c()
+		nss[i] = n
+	}
+	rt := func(i int) *libcni.RuntimeConf {
+		return &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench-%04d", i), NetNS: nss[i].Path(), IfName: "eth0",
+			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprintf("pod-%04d", i)}}}
+	}
+	s := &sample{}
+	op := func(add bool) error {
+		var mu sync.Mutex
+		var firstErr error
+		work := make(chan int)
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Go(func() {
+				_ = host.NS.Do(func(ns.NetNS) error {
+					for i := range work {
+						start := time.Now()
+						var err error
+						if add {
+							_, err = cni.AddNetworkList(context.Background(), list, rt(i))
+						} else {
+							err = cni.DelNetworkList(context.Background(), list, rt(i))
+						}
+						d := time.Since(start)
+						mu.Lock()
+						if err != nil && firstErr == nil {
+							firstErr = err
+						}
+						if add {
+							s.add = append(s.add, d)
+						} else {
+							s.del = append(s.del, d)
+						}
+						mu.Unlock()
+					}
+					return nil
+				})
+			})
+		}
+		for i := range pods {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		return firstErr
+	}
+	if err := op(true); err != nil {
+		return nil, fmt.Errorf("ADD: %w", err)
+	}
+	if err := op(false); err != nil {
+		return nil, fmt.Errorf("DEL: %w", err)
+	}
+	return s, nil
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
