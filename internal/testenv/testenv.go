@@ -5,6 +5,9 @@ package testenv
 
 import (
 	"fmt"
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/version"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,4 +126,12 @@ func Build(cmds []string) (string, error) {
 		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return dir, nil
+}
+
+// NewCNIConfig is libcni's runtime for binaries in binDir, safe for
+// concurrent use: libcni fills in its exec lazily on first use, which races
+// when several goroutines start at once, so it is given one here.
+func NewCNIConfig(binDir, cacheDir string) *libcni.CNIConfig {
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir([]string{binDir}, cacheDir, exec)
 }

@@ -37,7 +37,7 @@ func newRig(t *testing.T) *rig {
 	return &rig{
 		t:       t,
 		host:    testenv.NewHost(t),
-		cni:     libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil),
+		cni:     testenv.NewCNIConfig(bin, filepath.Join(dir, "cache")),
 		dir:     dir,
 		logFile: filepath.Join(dir, "cni.log"),
 	}

@@ -170,7 +170,7 @@ func runOnce(host *testenv.Host, bin string, sc scenario, pods, conc int) (*samp
 	if err != nil {
 		return nil, err
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
 	nss := make([]ns.NetNS, pods)
 	for i := range nss {
 		n, c, err := testenv.CreateNS()

@@ -82,7 +82,7 @@ func run(bin string) error {
 	if err != nil {
 		return err
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
 	inHost := func(f func() error) error { return host.NS.Do(func(ns.NetNS) error { return f() }) }
 
 	var pods []*pod
