@@ -1,0 +1,390 @@
+package bgpd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/ipam"
+)
+
+// ControllerConfig wires a Controller.
+type ControllerConfig struct {
+	NodeName string
+	Speaker  *Speaker
+	FIB      *FIB
+	Cache    *Cache
+	Render   Renderer
+	Log      *slog.Logger
+	Metrics  *Metrics
+	// Resync re-applies everything this often, so drift is mended even
+	// without an event.
+	Resync time.Duration
+	// HoldMax bounds how long a restarted daemon keeps routes it has not
+	// relearned yet (graceful restart); 0 deletes stale routes at once.
+	HoldMax time.Duration
+	// RouteEvents, when set, is signalled when a brindle route was removed
+	// from the kernel by someone else.
+	RouteEvents <-chan struct{}
+}
+
+// Controller turns the cluster state in etcd and the paths BGP learned into
+// the speaker's peers, exports and import policy, and the kernel's routes.
+type Controller struct {
+	cfg ControllerConfig
+
+	mu       sync.Mutex
+	self     conf.Node
+	desired  []PeerSpec
+	routes   []Route
+	exports  []netip.Prefix
+	blocks   []netip.Prefix
+	errs     []string
+	started  time.Time
+	allUpAt  time.Time
+	released bool
+}
+
+// NewController builds a controller; Run drives it.
+func NewController(cfg ControllerConfig) *Controller {
+	if cfg.Render == nil {
+		cfg.Render = Native
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	return &Controller{cfg: cfg, started: time.Now()}
+}
+
+// clusterState is what the controller reads from the cache.
+type clusterState struct {
+	self   conf.Node
+	nodes  []conf.Node
+	bgp    conf.BGPConfiguration
+	peers  []conf.BGPPeer
+	pools  []conf.IPPool
+	blocks []netip.Prefix
+	pods   []netip.Addr
+}
+
+func (c *Controller) read() (*clusterState, error) {
+	ca, log := c.cfg.Cache, c.cfg.Log
+	st := &clusterState{bgp: conf.DefaultBGPConfiguration()}
+	found := false
+	for k, v := range ca.Snapshot(ipam.Prefix + "nodes/") {
+		n, err := conf.UnmarshalNode(v)
+		if err == nil {
+			err = n.Validate()
+		}
+		if err != nil {
+			log.Warn("ignoring node record", "key", k, "err", err)
+			continue
+		}
+		st.nodes = append(st.nodes, n)
+		if n.Name == c.cfg.NodeName {
+			st.self, found = n, true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("node %s is not registered in etcd", c.cfg.NodeName)
+	}
+	if v, ok := ca.Snapshot(ipam.Prefix + "bgp/config")[ipam.Prefix+"bgp/config"]; ok {
+		cfg, err := conf.UnmarshalBGPConfiguration(v)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err != nil {
+			log.Warn("ignoring invalid bgp/config; using defaults", "err", err)
+		} else {
+			st.bgp = cfg
+		}
+	}
+	for k, v := range ca.Snapshot(ipam.Prefix + "bgp/peers/") {
+		p, err := conf.UnmarshalBGPPeer(v)
+		if err == nil {
+			err = p.Validate()
+		}
+		if err != nil {
+			log.Warn("ignoring BGP peer", "key", k, "err", err)
+			continue
+		}
+		st.peers = append(st.peers, p)
+	}
+	for k, v := range ca.Snapshot(ipam.Prefix + "ippools/") {
+		p, err := conf.UnmarshalPool(v)
+		if err == nil {
+			err = p.Validate()
+		}
+		if err != nil {
+			log.Warn("ignoring pool", "key", k, "err", err)
+			continue
+		}
+		st.pools = append(st.pools, p)
+	}
+	affPrefix := ipam.Prefix + "ipam/affinity/" + c.cfg.NodeName + "/"
+	for k, v := range ca.Snapshot(affPrefix) {
+		cidr, err := parseCIDRKey(strings.TrimPrefix(k, affPrefix))
+		if err != nil {
+			continue
+		}
+		var af ipam.Affinity
+		if json.Unmarshal(v, &af) != nil {
+			continue
+		}
+		if af.State == ipam.AffinityConfirmed || af.State == ipam.AffinityPendingDeletion {
+			st.blocks = append(st.blocks, cidr)
+		}
+	}
+	for _, v := range ca.Snapshot(ipam.Prefix + "endpoints/" + c.cfg.NodeName + "/") {
+		var ep ipam.Endpoint
+		if json.Unmarshal(v, &ep) != nil {
+			continue
+		}
+		for _, s := range ep.Addresses {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				st.pods = append(st.pods, p.Addr())
+			} else if a, err := netip.ParseAddr(s); err == nil {
+				st.pods = append(st.pods, a)
+			}
+		}
+	}
+	return st, nil
+}
+
+func parseCIDRKey(s string) (netip.Prefix, error) {
+	i := strings.LastIndex(s, "-")
+	if i < 0 {
+		return netip.Prefix{}, fmt.Errorf("bad block key %q", s)
+	}
+	return netip.ParsePrefix(s[:i] + "/" + s[i+1:])
+}
+
+// Run reconciles on every change until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	ticker := time.NewTicker(c.cfg.Resync)
+	defer ticker.Stop()
+	hold := time.NewTicker(500 * time.Millisecond)
+	defer hold.Stop()
+	for !c.cfg.Cache.Synced() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.cfg.Cache.Changed():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	c.reconcile(ctx, true)
+	for {
+		config := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.cfg.Cache.Changed():
+			config = true
+		case <-c.cfg.Speaker.Changed():
+		case <-c.cfg.Speaker.PeerEvents():
+			c.peerEvent(ctx)
+			continue
+		case <-c.cfg.RouteEvents:
+			c.cfg.Log.Info("a brindle route was removed behind brindled's back; resyncing")
+		case <-ticker.C:
+			config = true
+		case <-hold.C:
+			if !c.releaseHold(ctx) {
+				continue
+			}
+		}
+		c.reconcile(ctx, config)
+	}
+}
+
+// reconcile applies the desired state: with config, the peers, exports and
+// import policy too; always the kernel routes.
+func (c *Controller) reconcile(ctx context.Context, config bool) {
+	st, err := c.read()
+	if err != nil {
+		c.setErrs([]error{err})
+		c.cfg.Log.Warn("cannot reconcile", "err", err)
+		return
+	}
+	var errs []error
+	ranges := ImportRanges(st.pools)
+	if config {
+		peers := DesiredPeers(&st.self, st.nodes, &st.bgp, st.peers)
+		if err := c.cfg.Speaker.SetImportRanges(ctx, ranges); err != nil {
+			errs = append(errs, err)
+		}
+		if err := c.cfg.Speaker.SetPeers(ctx, peers); err != nil {
+			errs = append(errs, err)
+		}
+		v4, _ := st.self.IPv4()
+		v6, _ := st.self.IPv6()
+		exports := Exports(st.blocks, st.pods)
+		if err := c.cfg.Speaker.SetExports(ctx, exports, v4.Addr(), v6.Addr()); err != nil {
+			errs = append(errs, err)
+		}
+		c.mu.Lock()
+		c.self, c.desired, c.exports, c.blocks = st.self, peers, exports, st.blocks
+		c.mu.Unlock()
+	}
+	routes, rerrs := KernelRoutes(&st.self, st.nodes, st.blocks, c.cfg.Speaker.RIB(), ranges, c.cfg.Render)
+	errs = append(errs, rerrs...)
+	res, err := c.cfg.FIB.Set(routes)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.mu.Lock()
+	c.routes = routes
+	c.mu.Unlock()
+	c.setErrs(errs)
+	if m := c.cfg.Metrics; m != nil {
+		m.observeSync(res, len(st.blocks), len(c.cfg.Speaker.Exported()), len(errs))
+	}
+	if len(errs) > 0 {
+		c.cfg.Log.Warn("reconcile incomplete", "err", errors.Join(errs...))
+	}
+}
+
+func (c *Controller) setErrs(errs []error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.errs = c.errs[:0]
+	for _, e := range errs {
+		c.errs = append(c.errs, e.Error())
+	}
+}
+
+// peerEvent updates the metrics and, while deletes are held, notes when
+// every session is up.
+func (c *Controller) peerEvent(ctx context.Context) {
+	peers, err := c.cfg.Speaker.Peers(ctx)
+	if err != nil {
+		return
+	}
+	if m := c.cfg.Metrics; m != nil {
+		m.observePeers(peers)
+	}
+	c.releaseHold(ctx)
+}
+
+// releaseHold ends the graceful-restart hold on route deletions once every
+// expected session has been up for a moment (time to receive the peers'
+// tables), or HoldMax after start. It reports whether it released now.
+func (c *Controller) releaseHold(ctx context.Context) bool {
+	c.mu.Lock()
+	if c.released {
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.Unlock()
+	up := c.allEstablished(ctx)
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !up:
+		c.allUpAt = time.Time{}
+		if now.Sub(c.started) < c.cfg.HoldMax {
+			return false
+		}
+	case c.allUpAt.IsZero():
+		c.allUpAt = now
+		return false
+	case now.Sub(c.allUpAt) < 2*time.Second:
+		return false
+	}
+	c.released = true
+	c.cfg.FIB.ReleaseDeletes()
+	c.cfg.Log.Info("route deletions enabled", "after", now.Sub(c.started).Round(time.Millisecond), "allPeersUp", up)
+	return true
+}
+
+func (c *Controller) allEstablished(ctx context.Context) bool {
+	peers, err := c.cfg.Speaker.Peers(ctx)
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	want := len(c.desired)
+	c.mu.Unlock()
+	n := 0
+	for _, p := range peers {
+		if p.State == "Established" {
+			n++
+		}
+	}
+	return n >= want
+}
+
+// Status is the controller's view for /status and `brindlectl node status`.
+type Status struct {
+	Node      conf.Node      `json:"node"`
+	Peers     []PeerStatus   `json:"peers"`
+	Exports   []string       `json:"exports"`
+	Blocks    []string       `json:"blocks"`
+	Routes    []string       `json:"routes"`
+	LastSync  SyncResult     `json:"lastSync"`
+	Errors    []string       `json:"errors,omitempty"`
+	Ready     bool           `json:"ready"`
+	NotReady  []string       `json:"notReady,omitempty"`
+	StartedAt time.Time      `json:"startedAt"`
+	Desired   map[string]int `json:"desiredPeersByKind"`
+}
+
+// Status reports the node's BGP sessions, exports and routes.
+func (c *Controller) Status(ctx context.Context) Status {
+	peers, _ := c.cfg.Speaker.Peers(ctx)
+	c.mu.Lock()
+	st := Status{Node: c.self, Peers: peers, LastSync: c.cfg.FIB.Last(), Errors: append([]string(nil), c.errs...),
+		StartedAt: c.started, Desired: map[string]int{}}
+	for _, p := range c.exports {
+		st.Exports = append(st.Exports, p.String())
+	}
+	for _, b := range c.blocks {
+		st.Blocks = append(st.Blocks, b.String())
+	}
+	for _, r := range Sorted(append([]Route(nil), c.routes...)) {
+		st.Routes = append(st.Routes, r.String())
+	}
+	for _, d := range c.desired {
+		st.Desired[d.Kind]++
+	}
+	c.mu.Unlock()
+	st.Ready, st.NotReady = c.readiness(peers)
+	return st
+}
+
+// readiness: etcd answered recently, every expected session is up, and the
+// last route sync succeeded.
+func (c *Controller) readiness(peers []PeerStatus) (bool, []string) {
+	var why []string
+	if !c.cfg.Cache.Synced() {
+		why = append(why, "etcd: not listed yet")
+	}
+	est := map[string]bool{}
+	for _, p := range peers {
+		est[p.Address] = p.State == "Established"
+	}
+	c.mu.Lock()
+	for _, d := range c.desired {
+		if !est[d.Address.String()] {
+			why = append(why, fmt.Sprintf("bgp: session with %s (%s) not established", d.Address, d.Name))
+		}
+	}
+	c.mu.Unlock()
+	last := c.cfg.FIB.Last()
+	switch {
+	case last.At.IsZero():
+		why = append(why, "routes: not synced yet")
+	case last.Err != "":
+		why = append(why, "routes: last sync failed: "+last.Err)
+	}
+	return len(why) == 0, why
+}

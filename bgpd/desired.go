@@ -1,0 +1,166 @@
+package bgpd
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/brindle-net/brindle/conf"
+)
+
+// DesiredPeers is the set of sessions node self should have: the full mesh
+// (or, with the mesh off, the route-reflector topology) among the nodes,
+// plus the BGPPeers that select it.
+//
+// With the mesh off, a node with a routeReflectorClusterID is a route
+// reflector: it peers with every other node, treating plain nodes as its
+// clients and other reflectors as non-clients; a plain node peers with
+// every reflector.
+func DesiredPeers(self *conf.Node, nodes []conf.Node, cfg *conf.BGPConfiguration, peers []conf.BGPPeer) []PeerSpec {
+	out := map[netip.Addr]PeerSpec{}
+	selfAddr, selfOK := self.IPv4()
+	selfAS := self.AS(cfg.Spec.ASNumber)
+	for i := range nodes {
+		n := &nodes[i]
+		if n.Name == self.Name {
+			continue
+		}
+		addr, ok := n.IPv4()
+		if !ok || !selfOK || addr.Addr() == selfAddr.Addr() {
+			continue
+		}
+		spec := PeerSpec{Address: addr.Addr(), ASN: n.AS(cfg.Spec.ASNumber), Port: cfg.Spec.ListenPort, Name: n.Name}
+		switch {
+		case cfg.Mesh():
+			spec.Kind = "mesh"
+		case self.RouteReflectorClusterID != "" && n.RouteReflectorClusterID == "":
+			spec.Kind, spec.RRClient, spec.ClusterID = "rr-client", true, self.RouteReflectorClusterID
+			if spec.ASN != selfAS {
+				continue // reflection is for iBGP only
+			}
+		case n.RouteReflectorClusterID != "":
+			spec.Kind = "rr"
+		default:
+			continue
+		}
+		out[spec.Address] = spec
+	}
+	for i := range peers {
+		p := &peers[i]
+		if !p.Selects(self) {
+			continue
+		}
+		a, err := netip.ParseAddr(p.Spec.PeerIP)
+		if err != nil || (selfOK && a == selfAddr.Addr()) {
+			continue
+		}
+		out[a] = PeerSpec{Address: a, ASN: p.Spec.ASNumber, Port: p.Spec.Port, Password: p.Spec.Password,
+			MultihopTTL: p.Spec.MultihopTTL, Passive: p.Spec.Passive, Name: p.Metadata.Name, Kind: "bgppeer"}
+	}
+	list := make([]PeerSpec, 0, len(out))
+	for _, p := range out {
+		list = append(list, p)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Address.Less(list[j].Address) })
+	return list
+}
+
+// ImportRanges are the prefixes a node accepts: inside an enabled pool,
+// from the pool's block size down to a single address.
+func ImportRanges(pools []conf.IPPool) []ImportRange {
+	var out []ImportRange
+	for i := range pools {
+		p := &pools[i]
+		if p.Spec.Disabled {
+			continue
+		}
+		pfx := p.Prefix()
+		if !pfx.IsValid() {
+			continue
+		}
+		out = append(out, ImportRange{Prefix: pfx, MinLen: p.Spec.BlockSize, MaxLen: pfx.Addr().BitLen()})
+	}
+	return out
+}
+
+// Exports are what node announces: its blocks as aggregates, and as host
+// prefixes the addresses its pods hold in blocks it does not own
+// (borrowed when its own blocks were full).
+func Exports(blocks []netip.Prefix, podAddrs []netip.Addr) []netip.Prefix {
+	out := append([]netip.Prefix(nil), blocks...)
+	for _, a := range podAddrs {
+		if !containedIn(a, blocks) {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+func containedIn(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Renderer turns a learned path into a kernel route: natively via the next
+// hop, or through a tunnel. peer is the node that owns the next hop (nil
+// for a path from outside the cluster).
+type Renderer func(p Path, peer *conf.Node) (Route, error)
+
+// Native routes a path straight to its next hop, which must be on a
+// connected subnet.
+func Native(p Path, _ *conf.Node) (Route, error) {
+	return Route{Dst: p.Prefix, Type: Unicast, Gw: p.NextHop}, nil
+}
+
+// KernelRoutes is the whole desired route set of a node: a blackhole for
+// each local block (so traffic to its unused addresses stops here instead
+// of looping), and a route for each learned path that falls in an import
+// range and does not point back at the node itself.
+func KernelRoutes(self *conf.Node, nodes []conf.Node, blocks []netip.Prefix, rib []Path, ranges []ImportRange, render Renderer) ([]Route, []error) {
+	var out []Route
+	var errs []error
+	for _, b := range blocks {
+		out = append(out, Route{Dst: b, Type: Blackhole})
+	}
+	byAddr := map[netip.Addr]*conf.Node{}
+	for i := range nodes {
+		if a, ok := nodes[i].IPv4(); ok {
+			byAddr[a.Addr()] = &nodes[i]
+		}
+		if a, ok := nodes[i].IPv6(); ok {
+			byAddr[a.Addr()] = &nodes[i]
+		}
+	}
+	selfAddrs := map[netip.Addr]bool{}
+	if a, ok := self.IPv4(); ok {
+		selfAddrs[a.Addr()] = true
+	}
+	if a, ok := self.IPv6(); ok {
+		selfAddrs[a.Addr()] = true
+	}
+	for _, p := range rib {
+		if selfAddrs[p.NextHop] || !p.NextHop.IsValid() || !inRanges(p.Prefix, ranges) {
+			continue
+		}
+		r, err := render(p, byAddr[p.NextHop])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, errs
+}
+
+func inRanges(p netip.Prefix, ranges []ImportRange) bool {
+	for _, r := range ranges {
+		if r.Contains(p) {
+			return true
+		}
+	}
+	return false
+}

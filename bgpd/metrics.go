@@ -1,0 +1,75 @@
+package bgpd
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are brindled's Prometheus metrics (docs/operations.md says what
+// each means).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	peers     *prometheus.GaugeVec
+	routes    prometheus.Gauge
+	blocks    prometheus.Gauge
+	exported  prometheus.Gauge
+	syncTime  prometheus.Histogram
+	syncs     prometheus.Counter
+	errors    *prometheus.CounterVec
+	routeOps  *prometheus.CounterVec
+	sessState []string
+}
+
+// NewMetrics registers brindled's metrics in a new registry (with the Go
+// runtime and process collectors).
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "brindle_bgp_peers",
+			Help: "BGP sessions by state (Established, Active, Connect, Idle, OpenSent, OpenConfirm)."}, []string{"state"}),
+		routes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "brindle_routes_installed",
+			Help: "Kernel routes with brindle's protocol (98) that match the desired set, after the last sync."}),
+		blocks: prometheus.NewGauge(prometheus.GaugeOpts{Name: "brindle_blocks",
+			Help: "Address blocks affine to this node."}),
+		exported: prometheus.NewGauge(prometheus.GaugeOpts{Name: "brindle_bgp_exported_prefixes",
+			Help: "Prefixes this node announces (its blocks and borrowed addresses)."}),
+		syncTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "brindle_route_sync_duration_seconds",
+			Help: "Time of one kernel route sync.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "brindle_route_syncs_total",
+			Help: "Kernel route syncs run."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "brindle_errors_total",
+			Help: "Errors by where they happened (reconcile: peers, exports, policy or routes that could not be applied)."}, []string{"where"}),
+		routeOps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "brindle_route_changes_total",
+			Help: "Kernel route changes made by sync, by operation (add, delete)."}, []string{"op"}),
+		sessState: []string{"Established", "Active", "Connect", "Idle", "OpenSent", "OpenConfirm"},
+	}
+	m.Registry.MustRegister(m.peers, m.routes, m.blocks, m.exported, m.syncTime, m.syncs, m.errors, m.routeOps,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	for _, s := range m.sessState {
+		m.peers.WithLabelValues(s).Set(0)
+	}
+	return m
+}
+
+func (m *Metrics) observeSync(r SyncResult, blocks, exported, errs int) {
+	m.syncs.Inc()
+	m.syncTime.Observe(r.Took.Seconds())
+	m.routes.Set(float64(r.Installed))
+	m.blocks.Set(float64(blocks))
+	m.exported.Set(float64(exported))
+	m.routeOps.WithLabelValues("add").Add(float64(r.Added))
+	m.routeOps.WithLabelValues("delete").Add(float64(r.Deleted))
+	if errs > 0 {
+		m.errors.WithLabelValues("reconcile").Add(float64(errs))
+	}
+}
+
+func (m *Metrics) observePeers(peers []PeerStatus) {
+	counts := map[string]int{}
+	for _, p := range peers {
+		counts[p.State]++
+	}
+	for _, s := range m.sessState {
+		m.peers.WithLabelValues(s).Set(float64(counts[s]))
+	}
+}

@@ -1,0 +1,220 @@
+// Command brindled is brindle's per-node daemon: it registers the node in
+// etcd, runs the BGP speaker that announces the node's blocks and learns the
+// others', keeps the kernel's routes in sync, and serves health and metrics.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/brindle-net/brindle/bgpd"
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/buildinfo"
+	"github.com/brindle-net/brindle/internal/etcdclient"
+	"github.com/brindle-net/brindle/internal/sysctl"
+	"github.com/brindle-net/brindle/ipam"
+)
+
+type flags struct {
+	nodename, nodenameFile, ip, rrCluster, labels, listen, logLevel string
+	asn                                                             uint
+	etcd                                                            conf.EtcdConfig
+	resync, holdMax                                                 time.Duration
+	deregister                                                      bool
+}
+
+func main() {
+	var f flags
+	var endpoints string
+	flag.StringVar(&f.nodename, "nodename", os.Getenv("NODENAME"), "node name (default $NODENAME, else the hostname)")
+	flag.StringVar(&f.nodenameFile, "nodename-file", "/var/lib/brindle/nodename", "where to write the node name for the CNI plugins")
+	flag.StringVar(&f.ip, "ip", envOr("IP", "autodetect"), "node IPv4 address/len, or autodetect, can-reach=ADDR, interface=NAME")
+	flag.UintVar(&f.asn, "as-number", 0, "this node's AS number (default: the cluster's, bgp/config)")
+	flag.StringVar(&f.rrCluster, "route-reflector-cluster-id", "", "make this node a route reflector with this cluster ID (mesh off)")
+	flag.StringVar(&f.labels, "labels", "", "node labels, k=v,k2=v2 (pools and BGP peers select nodes by them)")
+	flag.StringVar(&endpoints, "etcd-endpoints", envOr("ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated")
+	flag.StringVar(&f.etcd.CACertFile, "etcd-ca-cert-file", os.Getenv("ETCD_CA_CERT_FILE"), "etcd CA certificate")
+	flag.StringVar(&f.etcd.CertFile, "etcd-cert-file", os.Getenv("ETCD_CERT_FILE"), "etcd client certificate")
+	flag.StringVar(&f.etcd.KeyFile, "etcd-key-file", os.Getenv("ETCD_KEY_FILE"), "etcd client key")
+	flag.StringVar(&f.listen, "health-listen", "127.0.0.1:9099", "address for /livez, /readyz, /metrics and /status")
+	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.DurationVar(&f.resync, "resync", 30*time.Second, "re-apply peers, exports and routes at least this often")
+	flag.DurationVar(&f.holdMax, "gr-hold", 60*time.Second, "after a restart, keep routes not yet relearned at most this long")
+	flag.BoolVar(&f.deregister, "deregister-on-exit", false, "delete the node record on exit (the node leaves the cluster)")
+	version := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *version {
+		fmt.Println("brindled", buildinfo.Version)
+		return
+	}
+	f.etcd.Endpoints = strings.Split(endpoints, ",")
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "brindled: --log-level %q: %v\n", f.logLevel, err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, f, log); err != nil {
+		log.Error("brindled failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, f flags, log *slog.Logger) error {
+	name := f.nodename
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		name = strings.ToLower(h)
+	}
+	log = log.With("node", name)
+	addr, err := bgpd.DetectIPv4(f.ip)
+	if err != nil {
+		return err
+	}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return err
+	}
+	cli, err := etcdclient.New(f.etcd)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	node, err := bgpd.Register(rctx, cli, conf.Node{Name: name, IPv4Address: addr.String(), ASNumber: uint32(f.asn),
+		RouteReflectorClusterID: f.rrCluster, Labels: labels})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	if err := bgpd.WriteNodename(f.nodenameFile, name); err != nil {
+		return fmt.Errorf("write %s: %w", f.nodenameFile, err)
+	}
+	log.Info("node registered", "ipv4", node.IPv4Address, "version", buildinfo.Version)
+
+	// A node routes for its pods: forwarding on in both families.
+	for _, s := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		if err := sysctl.Set(s, "1"); err != nil {
+			log.Warn("cannot enable forwarding", "err", err)
+		}
+	}
+
+	bgpCfg := conf.DefaultBGPConfiguration()
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if res, err := cli.Get(gctx, ipam.Prefix+"bgp/config"); err == nil && len(res.Kvs) == 1 {
+		if c, err := conf.UnmarshalBGPConfiguration(res.Kvs[0].Value); err == nil && c.Validate() == nil {
+			bgpCfg = c
+		}
+	}
+	cancel()
+	speaker, err := bgpd.NewSpeaker(ctx, bgpd.GlobalSpec{
+		ASN: node.AS(bgpCfg.Spec.ASNumber), RouterID: addr.Addr(), ListenPort: bgpCfg.Spec.ListenPort,
+		GR: bgpCfg.GR(), RestartTime: bgpCfg.Spec.RestartTimeSeconds,
+	}, log)
+	if err != nil {
+		return err
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	holdMax := time.Duration(0)
+	if bgpCfg.GR() {
+		holdMax = f.holdMax
+	}
+	fib := bgpd.NewFIB(bgpd.Netlink{H: h}, log, holdMax > 0)
+	cache := bgpd.NewCache(cli, log, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
+		ipam.Prefix+"ipam/affinity/"+name+"/", ipam.Prefix+"endpoints/"+name+"/")
+	metrics := bgpd.NewMetrics()
+	ctrl := bgpd.NewController(bgpd.ControllerConfig{
+		NodeName: name, Speaker: speaker, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
+		Resync: f.resync, HoldMax: holdMax, RouteEvents: watchRoutes(ctx, log),
+	})
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("--health-listen %s: %w", f.listen, err)
+	}
+	srv := &http.Server{Handler: bgpd.Handler(ctrl, cli, metrics), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	go cache.Run(ctx)
+	err = ctrl.Run(ctx)
+
+	log.Info("shutting down", "deregister", f.deregister)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if f.deregister {
+		if err := bgpd.Deregister(sctx, cli, name); err != nil {
+			log.Warn("deregister", "err", err)
+		}
+	}
+	speaker.Stop(f.deregister)
+	return err
+}
+
+// watchRoutes signals when a route with brindle's protocol is deleted, so
+// that a route removed by hand comes back at once.
+func watchRoutes(ctx context.Context, log *slog.Logger) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	ch := make(chan netlink.RouteUpdate, 256)
+	if err := netlink.RouteSubscribeWithOptions(ch, ctx.Done(), netlink.RouteSubscribeOptions{
+		ErrorCallback: func(err error) { log.Warn("route watch", "err", err) },
+	}); err != nil {
+		log.Warn("cannot watch routes; relying on periodic resync", "err", err)
+		return out
+	}
+	go func() {
+		for u := range ch {
+			if u.Type == unix.RTM_DELROUTE && u.Route.Protocol == bgpd.RouteProtocol {
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, errors.New("--labels: want k=v[,k2=v2], got " + kv)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
+}
