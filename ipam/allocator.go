@@ -14,7 +14,6 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
-	"regexp"
 	"slices"
 	"sort"
 	"time"
@@ -26,6 +25,10 @@ import (
 // releases it: pods come and go in bursts, and re-claiming costs a route
 // change on every node.
 const DefaultEmptyBlockGrace = 15 * time.Minute
+
+// maxBackoff caps the wait between attempts. Conflicts are cheap to retry
+// (a failed transaction writes nothing), so waits stay short.
+const maxBackoff = 16 * time.Millisecond
 
 // Allocator hands out and releases addresses. It keeps no state of its own
 // between calls; everything is in the Store.
@@ -82,10 +85,24 @@ func (p permanent) Unwrap() error { return p.err }
 
 func perm(format string, args ...any) error { return permanent{fmt.Errorf(format, args...)} }
 
-var safeName = regexp.MustCompile(`^[A-Za-z0-9][-A-Za-z0-9_.:]*$`)
+// safeName reports whether v can be one etcd key segment. Hand-written, not
+// a regexp, to keep the plugin's start-up short.
+func safeName(v string) bool {
+	if v == "" || len(v) > 253 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '-' && c != '_' && c != '.' && c != ':') {
+			return false
+		}
+	}
+	return true
+}
 
 func checkName(field, v string) error {
-	if !safeName.MatchString(v) || len(v) > 253 {
+	if !safeName(v) {
 		return perm("%s %q: must be letters, digits, '-', '_', '.', ':' (it is part of an etcd key)", field, v)
 	}
 	return nil
@@ -113,7 +130,9 @@ func (a *Allocator) retry(ctx context.Context, what string, attempt func() (bool
 		} else {
 			conflicts++
 		}
-		sleep := backoff/2 + rand.N(backoff/2+1)
+		// Full jitter: contenders for one block spread out instead of
+		// colliding again in lockstep.
+		sleep := rand.N(backoff + 1)
 		select {
 		case <-ctx.Done():
 			if lastErr != nil {
@@ -122,7 +141,7 @@ func (a *Allocator) retry(ctx context.Context, what string, attempt func() (bool
 			return fmt.Errorf("%s: gave up after %d conflicting updates: %w", what, conflicts, ctx.Err())
 		case <-time.After(sleep):
 		}
-		if backoff < 64*time.Millisecond {
+		if backoff < maxBackoff {
 			backoff *= 2
 		}
 	}

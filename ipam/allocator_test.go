@@ -12,6 +12,7 @@ import (
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
 // checkAllocs asserts that no address appears twice and that every address
@@ -80,23 +81,27 @@ func runNodes(t *testing.T, a *Allocator, nodes, perNode int, mid func()) map[st
 }
 
 func TestTenNodesFiftyEachConcurrently(t *testing.T) {
-	a, _ := newAlloc(t)
-	addPool(t, a, "default", "10.244.0.0/16", nil)
-	start := time.Now()
-	got := runNodes(t, a, 10, 50, nil)
-	t.Logf("500 allocations on 10 nodes in %v", time.Since(start))
-	checkAllocs(t, a, got)
-	for node, has := range got {
-		if len(has) != 50 {
-			t.Errorf("%s got %d addresses", node, len(has))
-		}
+	for _, backend := range []string{"grpc", "http"} {
+		t.Run(backend, func(t *testing.T) {
+			a, _ := newAllocOn(t, backend)
+			addPool(t, a, "default", "10.244.0.0/16", nil)
+			start := time.Now()
+			got := runNodes(t, a, 10, 50, nil)
+			t.Logf("500 allocations on 10 nodes in %v", time.Since(start))
+			checkAllocs(t, a, got)
+			for node, has := range got {
+				if len(has) != 50 {
+					t.Errorf("%s got %d addresses", node, len(has))
+				}
+			}
+		})
 	}
 }
 
 func TestClusterMemberStoppedMidRun(t *testing.T) {
 	c := etcdtest.StartCluster(t, 3)
 	cli := etcdtest.NewClient(t, c.Endpoints()...)
-	a := New(NewEtcdStore(cli))
+	a := New(etcdgrpc.New(cli))
 	a.Log = quietLog()
 	addPool(t, a, "default", "10.244.0.0/16", nil)
 	got := runNodes(t, a, 5, 20, func() {

@@ -19,7 +19,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/brindle-net/brindle/conf"
-	"github.com/brindle-net/brindle/internal/etcdclient"
 )
 
 // ErrCodePluginNotAvailable is the CNI error code STATUS returns when the
@@ -37,18 +36,13 @@ type Plugin struct {
 	Log *slog.Logger
 }
 
-// NewPlugin returns the plugin as the binary runs it: real environment, etcd.
-func NewPlugin() *Plugin {
+// NewPlugin returns the plugin as the binary runs it: the real environment,
+// logging warnings to stderr, and the given way to reach etcd.
+func NewPlugin(connect func(conf.EtcdConfig) (Store, func(), error)) *Plugin {
 	return &Plugin{
-		Env: os.LookupEnv,
-		Connect: func(c conf.EtcdConfig) (Store, func(), error) {
-			cli, err := etcdclient.New(c)
-			if err != nil {
-				return nil, nil, err
-			}
-			return NewEtcdStore(cli), func() { _ = cli.Close() }, nil
-		},
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Env:     os.LookupEnv,
+		Connect: connect,
+		Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 }
 
@@ -264,7 +258,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 // cniError gives unreachable etcd the "try again later" code, so the
 // runtime retries instead of giving up on the pod.
 func cniError(err error) error {
-	if errors.Is(err, etcdclient.ErrUnreachable) {
+	if errors.Is(err, ErrUnreachable) {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
 	return err

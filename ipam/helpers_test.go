@@ -13,6 +13,8 @@ import (
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
+	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -21,8 +23,24 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 // allocator on it.
 func newAlloc(t *testing.T) (*Allocator, *etcdtest.Server) {
 	t.Helper()
+	return newAllocOn(t, "grpc")
+}
+
+// newAllocOn is newAlloc with the backend named: "grpc" (clientv3, the
+// daemon's and tools') or "http" (the JSON gateway, the CNI plugin's).
+func newAllocOn(t *testing.T, backend string) (*Allocator, *etcdtest.Server) {
+	t.Helper()
 	s := etcdtest.Start(t)
-	a := New(NewEtcdStore(s.Client))
+	var st Store = etcdgrpc.New(s.Client)
+	if backend == "http" {
+		hs, err := etcdhttp.New(etcdhttp.Config{Endpoints: []string{s.Endpoint}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(hs.Close)
+		st = hs
+	}
+	a := New(st)
 	a.Log = quietLog()
 	return a, s
 }

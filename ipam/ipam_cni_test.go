@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
 // TestBrindleWithBrindleIPAM runs the real `brindle` plugin delegating to the
@@ -24,8 +26,9 @@ func TestBrindleWithBrindleIPAM(t *testing.T) {
 	bin := testenv.BinDir(t, "brindle", "brindle-ipam")
 	host := testenv.NewHost(t)
 	inHost := func(f func() error) error { return testenv.Do(t, host.NS, f) }
-	// etcd listens on the host namespace's loopback, where the plugins run;
-	// the test's own client dials into that namespace too.
+	// etcd runs as a process in the host namespace, where the plugins run
+	// and reach it on 127.0.0.1; the test's own client dials into that
+	// namespace too.
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := host.NS.Do(func(ns.NetNS) (err error) {
@@ -34,8 +37,8 @@ func TestBrindleWithBrindleIPAM(t *testing.T) {
 		})
 		return c, err
 	}
-	s := etcdtest.StartIn(t, inHost, dial)
-	a := New(NewEtcdStore(s.Client))
+	s := etcdtest.StartProcessIn(t, func(c *exec.Cmd) error { return inHost(c.Start) }, dial)
+	a := New(etcdgrpc.New(s.Client))
 	a.Log = quietLog()
 	addPool(t, a, "default", "10.244.0.0/16", nil)
 

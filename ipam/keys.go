@@ -5,11 +5,7 @@ import (
 	"strings"
 )
 
-// Prefix is where every brindle key lives; Store implementations add it, so
-// the keys below are relative to it.
-const Prefix = "/brindle/v1/"
-
-// Relative keys, exactly as DESIGN.md lists them.
+// Keys relative to Prefix, exactly as DESIGN.md lists them.
 const (
 	poolsPrefix    = "ippools/"
 	blocksPrefix   = "ipam/blocks/"

@@ -4,10 +4,12 @@ import (
 	"os"
 	"testing"
 
+	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
+	etcdtest.RunChildIfAsked()
 	code := m.Run()
 	testenv.Cleanup()
 	if binDir != "" {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
 var (
@@ -187,7 +188,7 @@ func TestEtcdDownBoundedError(t *testing.T) {
 	ep := deadEndpoint(t)
 	t.Run("allocator", func(t *testing.T) {
 		cli := etcdtest.NewClient(t, ep)
-		a := New(NewEtcdStore(cli))
+		a := New(etcdgrpc.New(cli))
 		a.Log = quietLog()
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()

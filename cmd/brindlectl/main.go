@@ -15,6 +15,7 @@ import (
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdclient"
 	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
 const usage = `usage: brindlectl [global flags] <command> [flags]
@@ -92,7 +93,7 @@ func run(args []string, out io.Writer) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	e := &env{out: out, alloc: ipam.New(ipam.NewEtcdStore(cli)), ctx: ctx}
+	e := &env{out: out, alloc: ipam.New(etcdgrpc.New(cli)), ctx: ctx}
 	cmd := rest[0] + " " + rest[1]
 	sub := rest[2:]
 	switch cmd {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
 func ctl(t *testing.T, ep string, args ...string) (string, error) {
@@ -76,7 +77,7 @@ func TestPoolCommands(t *testing.T) {
 		t.Fatalf("overlap: %v", err)
 	}
 
-	a := ipam.New(ipam.NewEtcdStore(s.Client))
+	a := ipam.New(etcdgrpc.New(s.Client))
 	if _, err := a.Assign(t.Context(), ipam.AssignRequest{Handle: "c1.eth0", Node: "n1", IPv4: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestIPAMShowCheckRelease(t *testing.T) {
 	s := etcdtest.Start(t)
 	ep := s.Endpoint
 	ctx := t.Context()
-	a := ipam.New(ipam.NewEtcdStore(s.Client))
+	a := ipam.New(etcdgrpc.New(s.Client))
 	f := filepath.Join(t.TempDir(), "pools.yaml")
 	os.WriteFile(f, []byte(poolsYAML), 0o644)
 	mustCtl(t, ep, "pool", "apply", "-f", f)

@@ -4,10 +4,14 @@
 package etcdtest
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +27,30 @@ type Member struct {
 	Name     string
 	Endpoint string // client URL, http://127.0.0.1:port
 	etcd     *embed.Etcd
+	proc     *exec.Cmd // set when the member runs in a child process
+	stdin    io.Closer
 	stopped  bool
 }
 
 // Stop closes the member; the rest of the cluster keeps serving.
 func (m *Member) Stop() {
-	if !m.stopped {
-		m.stopped = true
-		m.etcd.Close()
+	if m.stopped {
+		return
 	}
+	m.stopped = true
+	if m.proc != nil {
+		_ = m.stdin.Close() // the child stops when its stdin closes
+		done := make(chan struct{})
+		go func() { _ = m.proc.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = m.proc.Process.Kill()
+			<-done
+		}
+		return
+	}
+	m.etcd.Close()
 }
 
 // Server is a single embedded etcd member with a client connected to it.
@@ -126,6 +145,13 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	return c
 }
 
+// StartMember runs a one-member etcd with its data in dir, for programs
+// (benchmarks, the lab) rather than tests; Stop it when done. Called inside
+// a network namespace, its listeners live in that namespace.
+func StartMember(dir string) (*Member, error) {
+	return startOne(dir, "default", nil)
+}
+
 type clusterSpec struct {
 	peerURL string
 	initial string
@@ -141,8 +167,16 @@ func startOne(dir, name string, cs *clusterSpec) (*Member, error) {
 	// closing; tests stop members on purpose.
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	local, _ := url.Parse("http://127.0.0.1:0")
-	cfg.ListenClientUrls = []url.URL{*local}
-	cfg.AdvertiseClientUrls = []url.URL{*local}
+	// The client port is chosen before start rather than left at 0: etcd's
+	// JSON gateway (which brindle-ipam uses) dials the configured client
+	// URL, and port 0 there means nothing.
+	cu, err := freeURL()
+	if err != nil {
+		return nil, err
+	}
+	client, _ := url.Parse(cu)
+	cfg.ListenClientUrls = []url.URL{*client}
+	cfg.AdvertiseClientUrls = []url.URL{*client}
 	if cs == nil {
 		cfg.ListenPeerUrls = []url.URL{*local}
 		cfg.AdvertisePeerUrls = []url.URL{*local}
@@ -179,20 +213,60 @@ func freeURL() (string, error) {
 	return "http://" + l.Addr().String(), nil
 }
 
-// StartIn runs a one-member etcd whose listeners are created inside do (for
-// example inside a test network namespace, so that processes born there
-// reach it on 127.0.0.1), and returns a client that dials through dial.
-func StartIn(tb testing.TB, do func(func() error) error, dial func(ctx context.Context, addr string) (net.Conn, error)) *Server {
-	tb.Helper()
-	var m *Member
-	dir := tb.TempDir()
-	if err := do(func() (err error) {
-		m, err = startOne(dir, "default", nil)
-		return err
-	}); err != nil {
-		tb.Fatalf("start embedded etcd: %v", err)
+// childEnv, when set in the environment, makes RunChildIfAsked run etcd.
+const childEnv = "BRINDLE_ETCDTEST_CHILD_DIR"
+
+// RunChildIfAsked turns the current process into an etcd member when it was
+// started by StartProcessIn: it prints the endpoint, serves until its stdin
+// closes (the parent exited or stopped it), and exits. Call it first thing
+// in TestMain (or main).
+func RunChildIfAsked() {
+	dir := os.Getenv(childEnv)
+	if dir == "" {
+		return
 	}
+	m, err := startOne(dir, "default", nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "etcdtest child:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ENDPOINT " + m.Endpoint)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	m.Stop()
+	os.Exit(0)
+}
+
+// StartProcessIn runs a one-member etcd in a child process (this test
+// binary again, see RunChildIfAsked) that start launches — for example
+// inside a test network namespace, so that the whole server, its JSON
+// gateway included, lives there. The returned client dials through dial.
+func StartProcessIn(tb testing.TB, start func(*exec.Cmd) error, dial func(ctx context.Context, addr string) (net.Conn, error)) *Server {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := start(cmd); err != nil {
+		tb.Fatalf("start etcd child: %v", err)
+	}
+	m := &Member{Name: "child", proc: cmd, stdin: stdin}
 	tb.Cleanup(m.Stop)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ENDPOINT ") {
+		tb.Fatalf("etcd child: no endpoint (%q): %v", line, err)
+	}
+	m.Endpoint = strings.TrimSpace(strings.TrimPrefix(line, "ENDPOINT "))
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{m.Endpoint},
 		DialTimeout: 2 * time.Second,

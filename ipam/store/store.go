@@ -1,0 +1,79 @@
+// Package store is the seam between the allocator and its datastore: a
+// Store does consistent multi-key reads and all-or-nothing commits guarded
+// by revisions. Backends live in subpackages (etcdgrpc, etcdhttp), so a
+// binary links only the one it uses.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Prefix is where every brindle key lives; backends add it, so keys given to
+// a Store are relative to it.
+const Prefix = "/brindle/v1/"
+
+// KV is one stored key (relative to Prefix) with its value and revision.
+type KV struct {
+	Key         string
+	Value       []byte
+	ModRevision int64
+}
+
+// Get asks for one key, or every key under a prefix.
+type Get struct {
+	Key      string
+	Prefix   bool
+	KeysOnly bool
+}
+
+// Rev values for Op.Rev besides a real ModRevision.
+const (
+	// MustNotExist guards a create: the key's CreateRevision must be 0.
+	MustNotExist int64 = 0
+	// AnyRev writes without a guard.
+	AnyRev int64 = -1
+)
+
+// Op is one write of a guarded commit. Rev is the ModRevision the key must
+// still have (MustNotExist, or AnyRev for none). With neither Value nor
+// Delete the op is a guard only.
+type Op struct {
+	Key    string
+	Value  []byte
+	Delete bool
+	Rev    int64
+}
+
+// Store is all the allocator needs from a datastore.
+type Store interface {
+	// Read returns, for each Get, the matching keys, all at one revision,
+	// in one round trip.
+	Read(ctx context.Context, gets ...Get) ([][]KV, error)
+	// Commit applies every op if every guard holds and reports whether it did.
+	Commit(ctx context.Context, ops ...Op) (bool, error)
+}
+
+// ErrUnreachable marks errors caused by etcd not answering in time.
+var ErrUnreachable = errors.New("etcd unreachable")
+
+// Unreachable wraps err with a message naming the endpoints that did not
+// answer, so an operator sees at once which etcd was tried.
+func Unreachable(endpoints []string, err error) error {
+	return fmt.Errorf("%w at %s: %v", ErrUnreachable, strings.Join(endpoints, ","), err)
+}
+
+// PrefixEnd returns the end of the key range that holds every key starting
+// with p, as etcd range requests want it.
+func PrefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00" // every key
+}
