@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/ipam/store"
 )
 
 // DefaultEmptyBlockGrace is how long an empty block stays claimed before GC
@@ -29,6 +30,9 @@ const DefaultEmptyBlockGrace = 15 * time.Minute
 // maxBackoff caps the wait between attempts. Conflicts are cheap to retry
 // (a failed transaction writes nothing), so waits stay short.
 const maxBackoff = 16 * time.Millisecond
+
+// retryNowJitter spreads out retries that already have fresh values.
+const retryNowJitter = time.Millisecond
 
 // Allocator hands out and releases addresses. It keeps no state of its own
 // between calls; everything is in the Store.
@@ -124,6 +128,16 @@ func (a *Allocator) retry(ctx context.Context, what string, attempt func() (bool
 		if errors.As(err, &p) {
 			return p.err
 		}
+		if errors.Is(err, errRetryNow) {
+			conflicts++
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: gave up after %d conflicting updates: %w", what, conflicts, ctx.Err())
+			}
+			// A short jitter only: the attempt has what it needs, and
+			// contenders for one block win one per round trip anyway.
+			time.Sleep(rand.N(retryNowJitter))
+			continue
+		}
 		if err != nil {
 			lastErr = err
 			a.Log.Debug("ipam retry after error", "op", what, "err", err)
@@ -160,6 +174,7 @@ type affRec struct {
 // txn is one attempt: what was read, and what it changed.
 type txn struct {
 	a          *Allocator
+	r          reader
 	ctx        context.Context
 	node       string
 	cfg        Config
@@ -178,7 +193,7 @@ type txn struct {
 
 // begin reads, in one round trip, the handle, the node's claims, the IPAM
 // config, the pools and the node's labels; then, in a second, the node's blocks.
-func (a *Allocator) begin(ctx context.Context, node, handle string) (*txn, error) {
+func (a *Allocator) begin(ctx context.Context, r reader, node, handle string) (*txn, error) {
 	gets := []Get{
 		{Key: nodeAffinityPrefix(node), Prefix: true},
 		{Key: configKey},
@@ -188,11 +203,11 @@ func (a *Allocator) begin(ctx context.Context, node, handle string) (*txn, error
 	if handle != "" {
 		gets = append(gets, Get{Key: handleKey(handle)})
 	}
-	res, err := a.Store.Read(ctx, gets...)
+	res, err := r.Read(ctx, gets...)
 	if err != nil {
 		return nil, err
 	}
-	t := &txn{a: a, ctx: ctx, node: node,
+	t := &txn{a: a, r: r, ctx: ctx, node: node,
 		blocks: map[netip.Prefix]*blockRec{}, affs: map[netip.Prefix]*affRec{},
 		dirty: map[netip.Prefix]bool{}, dirtyAff: map[netip.Prefix]bool{}}
 	for _, kv := range res[0] {
@@ -249,7 +264,7 @@ func (t *txn) readBlocks(cidrs ...netip.Prefix) error {
 	for _, c := range cidrs {
 		gets = append(gets, Get{Key: blockKey(c)})
 	}
-	res, err := t.a.Store.Read(t.ctx, gets...)
+	res, err := t.r.Read(t.ctx, gets...)
 	if err != nil {
 		return err
 	}
@@ -282,7 +297,7 @@ func (t *txn) readAllBlocks() error {
 	if t.allBlocks {
 		return nil
 	}
-	res, err := t.a.Store.Read(t.ctx, Get{Key: blocksPrefix, Prefix: true})
+	res, err := t.r.Read(t.ctx, Get{Key: blocksPrefix, Prefix: true})
 	if err != nil {
 		return err
 	}
@@ -300,7 +315,7 @@ func (t *txn) existingBlocks() (map[netip.Prefix]bool, error) {
 	if t.blockKeys != nil {
 		return t.blockKeys, nil
 	}
-	res, err := t.a.Store.Read(t.ctx, Get{Key: blocksPrefix, Prefix: true, KeysOnly: true})
+	res, err := t.r.Read(t.ctx, Get{Key: blocksPrefix, Prefix: true, KeysOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -577,9 +592,11 @@ func (a *Allocator) Assign(ctx context.Context, req AssignRequest) ([]HandleAddr
 		return nil, fmt.Errorf("ips %v: at most one address per family", req.IPs)
 	}
 	var out []HandleAddr
+	rc := newReadCache(a.Store)
 	err := a.retry(ctx, "assign "+req.Handle, func() (bool, error) {
-		t, err := a.begin(ctx, req.Node, req.Handle)
+		t, err := a.begin(ctx, rc, req.Node, req.Handle)
 		if err != nil {
+			rc.reset()
 			return false, err
 		}
 		if t.handle != nil {
@@ -625,13 +642,41 @@ func (a *Allocator) Assign(ctx context.Context, req AssignRequest) ([]HandleAddr
 			}
 			ops = append(ops, Op{Key: endpointKey(req.Node, req.Handle), Value: mustJSON(ep), Rev: AnyRev})
 		}
-		ok, err := a.Store.Commit(ctx, ops...)
+		ok, err := a.commit(ctx, rc, ops)
 		if ok {
 			out = got
 		}
 		return ok, err
 	})
 	return out, err
+}
+
+// errRetryNow reports a conflict whose attempt already has fresh values to
+// retry from, so the retry need not wait.
+var errRetryNow = errors.New("conflict; retry from fresh values")
+
+// commit commits ops. On a conflict it refreshes rc with the current values
+// of the guarded keys when the store returns them, and otherwise empties
+// rc so the next attempt reads afresh.
+func (a *Allocator) commit(ctx context.Context, rc *readCache, ops []Op) (bool, error) {
+	cg, ok := a.Store.(store.CommitGetter)
+	if !ok {
+		ok, err := a.Store.Commit(ctx, ops...)
+		if !ok {
+			rc.reset()
+		}
+		return ok, err
+	}
+	ok, cur, err := cg.CommitOrGet(ctx, ops...)
+	switch {
+	case err != nil:
+		rc.reset()
+		return false, err
+	case !ok:
+		rc.refresh(ops, cur)
+		return false, errRetryNow
+	}
+	return true, nil
 }
 
 func unperm(err error) error {

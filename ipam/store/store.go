@@ -56,6 +56,16 @@ type Store interface {
 	Commit(ctx context.Context, ops ...Op) (bool, error)
 }
 
+// CommitGetter is a Store that can return, with a commit whose guards
+// failed, the current values of the guarded keys in the same round trip.
+// The allocator then retries at once from those values instead of reading
+// again: under contention for one block that halves the round trips.
+type CommitGetter interface {
+	// CommitOrGet is Commit; when a guard fails it also returns the guarded
+	// keys that exist (a guarded key missing from the list does not exist).
+	CommitOrGet(ctx context.Context, ops ...Op) (bool, []KV, error)
+}
+
 // ErrUnreachable marks errors caused by etcd not answering in time.
 var ErrUnreachable = errors.New("etcd unreachable")
 

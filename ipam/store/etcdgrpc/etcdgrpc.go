@@ -77,15 +77,24 @@ func (s *Store) Read(ctx context.Context, gets ...store.Get) ([][]store.KV, erro
 
 // Commit is one guarded etcd transaction.
 func (s *Store) Commit(ctx context.Context, ops ...store.Op) (bool, error) {
+	ok, _, err := s.CommitOrGet(ctx, ops...)
+	return ok, err
+}
+
+// CommitOrGet implements store.CommitGetter: the transaction's else branch
+// reads the guarded keys.
+func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store.KV, error) {
 	var cmps []clientv3.Cmp
-	var then []clientv3.Op
+	var then, els []clientv3.Op
 	for _, op := range ops {
 		k := s.prefix + op.Key
 		switch {
 		case op.Rev == store.MustNotExist:
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+			els = append(els, clientv3.OpGet(k))
 		case op.Rev > 0:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", op.Rev))
+			els = append(els, clientv3.OpGet(k))
 		}
 		switch {
 		case op.Delete:
@@ -94,9 +103,18 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) (bool, error) {
 			then = append(then, clientv3.OpPut(k, string(op.Value)))
 		}
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
-		return false, s.wrap("commit", err)
+		return false, nil, s.wrap("commit", err)
 	}
-	return resp.Succeeded, nil
+	if resp.Succeeded {
+		return true, nil, nil
+	}
+	var cur []store.KV
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(kv.Key), s.prefix), Value: kv.Value, ModRevision: kv.ModRevision})
+		}
+	}
+	return false, cur, nil
 }

@@ -58,7 +58,7 @@ func New(cfg Config) (*Store, error) {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: DialTimeout,
-		MaxIdleConnsPerHost: 8,
+		MaxIdleConnsPerHost: 64,
 		// HTTP/1.1 only: with h2 negotiated, etcd hands the connection to
 		// its gRPC server instead of the gateway.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
@@ -132,6 +132,7 @@ type compare struct {
 type txnReq struct {
 	Compare []compare   `json:"compare,omitempty"`
 	Success []requestOp `json:"success,omitempty"`
+	Failure []requestOp `json:"failure,omitempty"`
 }
 
 type txnResp struct {
@@ -175,14 +176,23 @@ func (s *Store) Read(ctx context.Context, gets ...store.Get) ([][]store.KV, erro
 
 // Commit is one guarded transaction.
 func (s *Store) Commit(ctx context.Context, ops ...store.Op) (bool, error) {
+	ok, _, err := s.CommitOrGet(ctx, ops...)
+	return ok, err
+}
+
+// CommitOrGet implements store.CommitGetter: the transaction's failure
+// branch reads the guarded keys.
+func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store.KV, error) {
 	req := txnReq{}
 	for _, op := range ops {
 		k := []byte(s.prefix + op.Key)
 		switch {
 		case op.Rev == store.MustNotExist:
 			req.Compare = append(req.Compare, compare{Result: "EQUAL", Target: "CREATE", Key: k, CreateRevision: "0"})
+			req.Failure = append(req.Failure, requestOp{Range: &rangeReq{Key: k}})
 		case op.Rev > 0:
 			req.Compare = append(req.Compare, compare{Result: "EQUAL", Target: "MOD", Key: k, ModRevision: strconv.FormatInt(op.Rev, 10)})
+			req.Failure = append(req.Failure, requestOp{Range: &rangeReq{Key: k}})
 		}
 		switch {
 		case op.Delete:
@@ -193,9 +203,22 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) (bool, error) {
 	}
 	var resp txnResp
 	if err := s.txn(ctx, req, &resp); err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return resp.Succeeded, nil
+	if resp.Succeeded {
+		return true, nil, nil
+	}
+	var cur []store.KV
+	for _, r := range resp.Responses {
+		if r.Range == nil {
+			continue
+		}
+		for _, e := range r.Range.Kvs {
+			rev, _ := strconv.ParseInt(e.ModRevision, 10, 64)
+			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: rev})
+		}
+	}
+	return false, cur, nil
 }
 
 // gatewayError is the body the gateway sends with a non-200 status.

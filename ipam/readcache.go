@@ -1,0 +1,84 @@
+package ipam
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/brindle-net/brindle/ipam/store"
+)
+
+// reader is the read half of a Store.
+type reader interface {
+	Read(ctx context.Context, gets ...Get) ([][]KV, error)
+}
+
+// readCache serves the retries of one Assign. Reads are remembered; after
+// a commit whose guards failed, the guarded keys' current values (returned
+// by the same round trip) are written into them, so the next attempt needs
+// no read at all. Only guarded keys can make a commit fail, so the cache
+// never holds a stale value that could make it fail again.
+type readCache struct {
+	s    Store
+	gets map[Get][]KV
+}
+
+func newReadCache(s Store) *readCache { return &readCache{s: s, gets: map[Get][]KV{}} }
+
+// Read implements reader, going to the store only for gets not seen before.
+func (c *readCache) Read(ctx context.Context, gets ...Get) ([][]KV, error) {
+	out := make([][]KV, len(gets))
+	var miss []Get
+	var missAt []int
+	for i, g := range gets {
+		if kvs, ok := c.gets[g]; ok {
+			out[i] = kvs
+		} else {
+			miss, missAt = append(miss, g), append(missAt, i)
+		}
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	res, err := c.s.Read(ctx, miss...)
+	if err != nil {
+		return nil, err
+	}
+	for j, g := range miss {
+		c.gets[g] = res[j]
+		out[missAt[j]] = res[j]
+	}
+	return out, nil
+}
+
+func (c *readCache) reset() { clear(c.gets) }
+
+// refresh records the current values of the guarded keys of ops: cur holds
+// those that exist; the others were deleted (or never created).
+func (c *readCache) refresh(ops []Op, cur []KV) {
+	now := map[string]KV{}
+	for _, kv := range cur {
+		now[kv.Key] = kv
+	}
+	for _, op := range ops {
+		if op.Rev == store.AnyRev {
+			continue
+		}
+		kv, exists := now[op.Key]
+		for g, kvs := range c.gets {
+			if g.Key != op.Key && !(g.Prefix && strings.HasPrefix(op.Key, g.Key)) {
+				continue
+			}
+			kvs = slices.DeleteFunc(slices.Clone(kvs), func(x KV) bool { return x.Key == op.Key })
+			if exists {
+				v := kv
+				if g.KeysOnly {
+					v.Value = nil
+				}
+				kvs = append(kvs, v)
+				slices.SortFunc(kvs, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
+			}
+			c.gets[g] = kvs
+		}
+	}
+}
