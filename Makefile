@@ -12,10 +12,12 @@ REFPLUGINS := github.com/containernetworking/plugins/plugins/main/ptp \
               github.com/containernetworking/plugins/plugins/ipam/host-local \
               github.com/containernetworking/plugins/plugins/meta/portmap \
               github.com/containernetworking/plugins/plugins/meta/bandwidth
+# Test programs: the lab's etcd (an embedded etcd in a process of its own).
+TESTBINS  := ./test/lab/labetcd
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins test lint demo bench-cni clean
+.PHONY: all deps build refplugins testbins test lint demo bench-cni clean
 
 all: build
 
@@ -30,9 +32,13 @@ refplugins:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/ $(REFPLUGINS)
 
+testbins:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(TESTBINS)
+
 # The whole suite: unit tests, and as root the integration and e2e tests in
 # network namespaces, against the binaries built here.
-test: deps build refplugins
+test: deps build refplugins testbins
 	$(GO) vet ./...
 	BRINDLE_BIN_DIR=$(abspath $(BIN)) $(GO) test $(TESTFLAGS) ./...
 

@@ -11,23 +11,36 @@ import (
 )
 
 // Cache mirrors the etcd keys under a few prefixes: listed once, then kept
-// current by watches, re-listed when a watch breaks (compaction, a lost
-// connection). Changed is signalled after every change.
+// current by one watch on their common root, re-listed when the watch breaks
+// (compaction, a lost connection). One watch, not one per prefix, so the
+// keys one transaction wrote (a block's affinity and the pod's endpoint)
+// arrive together and are never seen half applied. Changed is signalled
+// after every change.
 type Cache struct {
 	cli      *clientv3.Client
+	root     string
 	prefixes []string
 	log      *slog.Logger
 
 	mu      sync.RWMutex
 	data    map[string][]byte
-	listed  map[string]bool
+	listed  bool
 	lastOK  time.Time
 	changed chan struct{}
 }
 
-// NewCache mirrors the given absolute key prefixes.
-func NewCache(cli *clientv3.Client, log *slog.Logger, prefixes ...string) *Cache {
-	return &Cache{cli: cli, prefixes: prefixes, log: log, data: map[string][]byte{}, listed: map[string]bool{}, changed: make(chan struct{}, 1)}
+// NewCache mirrors the keys under the given absolute prefixes, all inside root.
+func NewCache(cli *clientv3.Client, log *slog.Logger, root string, prefixes ...string) *Cache {
+	return &Cache{cli: cli, root: root, prefixes: prefixes, log: log, data: map[string][]byte{}, changed: make(chan struct{}, 1)}
+}
+
+func (c *Cache) wanted(key string) bool {
+	for _, p := range c.prefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Changed is signalled (coalesced) after the cache changed.
@@ -35,60 +48,68 @@ func (c *Cache) Changed() <-chan struct{} { return c.changed }
 
 // Run keeps the cache current until ctx ends.
 func (c *Cache) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, p := range c.prefixes {
-		wg.Go(func() { c.follow(ctx, p) })
-	}
-	wg.Wait()
-}
-
-// follow lists prefix and watches it from the listed revision; any break
-// starts over after a short pause.
-func (c *Cache) follow(ctx context.Context, prefix string) {
 	for ctx.Err() == nil {
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		res, err := c.cli.Get(lctx, prefix, clientv3.WithPrefix())
-		cancel()
+		rev, err := c.list(ctx)
 		if err != nil {
-			c.log.Warn("etcd list failed; retrying", "prefix", prefix, "err", err)
+			c.log.Warn("etcd list failed; retrying", "err", err)
 			sleepCtx(ctx, time.Second)
 			continue
 		}
-		c.mu.Lock()
-		for k := range c.data {
-			if strings.HasPrefix(k, prefix) {
-				delete(c.data, k)
-			}
-		}
-		for _, kv := range res.Kvs {
-			c.data[string(kv.Key)] = kv.Value
-		}
-		c.listed[prefix] = true
-		c.lastOK = time.Now()
-		c.mu.Unlock()
 		signal(c.changed)
-
 		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for wr := range c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(res.Header.Revision+1)) {
+		for wr := range c.cli.Watch(wctx, c.root, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
 			if err := wr.Err(); err != nil {
-				c.log.Warn("etcd watch broke; re-listing", "prefix", prefix, "err", err)
+				c.log.Warn("etcd watch broke; re-listing", "err", err)
 				break
 			}
+			changed := false
 			c.mu.Lock()
 			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				if !c.wanted(k) {
+					continue
+				}
+				changed = true
 				if ev.Type == clientv3.EventTypeDelete {
-					delete(c.data, string(ev.Kv.Key))
+					delete(c.data, k)
 				} else {
-					c.data[string(ev.Kv.Key)] = ev.Kv.Value
+					c.data[k] = ev.Kv.Value
 				}
 			}
 			c.lastOK = time.Now()
 			c.mu.Unlock()
-			signal(c.changed)
+			if changed {
+				signal(c.changed)
+			}
 		}
 		wcancel()
 		sleepCtx(ctx, 200*time.Millisecond)
 	}
+}
+
+// list reads every prefix at one revision (one transaction) and replaces
+// the cache with it.
+func (c *Cache) list(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ops := make([]clientv3.Op, len(c.prefixes))
+	for i, p := range c.prefixes {
+		ops[i] = clientv3.OpGet(p, clientv3.WithPrefix())
+	}
+	res, err := c.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return 0, err
+	}
+	data := map[string][]byte{}
+	for _, r := range res.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			data[string(kv.Key)] = kv.Value
+		}
+	}
+	c.mu.Lock()
+	c.data, c.listed, c.lastOK = data, true, time.Now()
+	c.mu.Unlock()
+	return res.Header.Revision, nil
 }
 
 // Snapshot returns the keys under prefix with their values.
@@ -108,7 +129,7 @@ func (c *Cache) Snapshot(prefix string) map[string][]byte {
 func (c *Cache) Synced() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.listed) == len(c.prefixes)
+	return c.listed
 }
 
 // LastOK is when etcd last answered a list or delivered a watch event.

@@ -150,7 +150,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		holdMax = f.holdMax
 	}
 	fib := bgpd.NewFIB(bgpd.Netlink{H: h}, log, holdMax > 0)
-	cache := bgpd.NewCache(cli, log, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
+	cache := bgpd.NewCache(cli, log, ipam.Prefix, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
 		ipam.Prefix+"ipam/affinity/"+name+"/", ipam.Prefix+"endpoints/"+name+"/")
 	metrics := bgpd.NewMetrics()
 	ctrl := bgpd.NewController(bgpd.ControllerConfig{

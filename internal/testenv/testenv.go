@@ -54,6 +54,9 @@ var RefPlugins = []string{
 	"github.com/containernetworking/plugins/plugins/meta/bandwidth",
 }
 
+// TestBins are test programs built next to the binaries: the lab's etcd.
+var TestBins = []string{"./test/lab/labetcd"}
+
 var (
 	buildMu   sync.Mutex
 	builds    = map[string]string{}
@@ -117,6 +120,7 @@ func Build(cmds []string) (string, error) {
 		pkgs = append(pkgs, "./cmd/"+c)
 	}
 	pkgs = append(pkgs, RefPlugins...)
+	pkgs = append(pkgs, TestBins...)
 	args := append([]string{"build", "-o", dir + "/"}, pkgs...)
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root

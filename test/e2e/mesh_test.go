@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/brindle-net/brindle/test/lab"
+)
+
+// TestMeshReachability: 3 nodes in a full mesh, 2 pods each: every pod
+// reaches every other pod, and every node reaches every remote pod.
+func TestMeshReachability(t *testing.T) {
+	l := newLab(t, lab.Config{Nodes: 3})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes {
+		for i := range 2 {
+			if _, err := n.AddPod(ctx, fmt.Sprintf("%s-pod-%d", n.Name, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ps := pods(l)
+	reachAll(t, ps, ps, 5*time.Second)
+	var nodes []endpoint
+	for _, n := range l.Nodes {
+		nodes = append(nodes, endpoint{n.Name, n.NS, n.Addr.Addr()})
+	}
+	reachAll(t, nodes, ps, 5*time.Second)
+	logStatus(t, l)
+}
+
+func logStatus(t *testing.T, l *lab.Lab) {
+	for _, n := range l.Nodes {
+		st, err := n.Status(t.Context())
+		if err != nil {
+			t.Logf("%s status: %v", n.Name, err)
+			continue
+		}
+		t.Logf("%s: exports %v blocks %v routes %v errors %v", n.Name, st.Exports, st.Blocks, st.Routes, st.Errors)
+	}
+}

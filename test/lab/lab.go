@@ -1,0 +1,311 @@
+// Package lab builds a multi-node brindle cluster out of network
+// namespaces on one machine: an underlay namespace holding one or two
+// bridges (two subnets, routed between by the underlay itself), an etcd
+// (embedded) listening on the underlay, N node namespaces each running a
+// real brindled, and pods attached on any node through the real brindle +
+// brindle-ipam binaries via libcni. It is the base of every e2e test, of the
+// benchmarks and of `make demo`; everything it makes, Close removes.
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/ipam"
+)
+
+// Config describes a lab.
+type Config struct {
+	// Nodes is the number of nodes; with Subnets 2, the last
+	// SecondSubnetNodes of them sit in the second subnet.
+	Nodes             int
+	Subnets           int
+	SecondSubnetNodes int
+	// BinDir holds brindle, brindle-ipam and brindled.
+	BinDir string
+	// Dir is the lab's scratch directory (logs, node name files, etcd data).
+	Dir string
+	// Pools are applied before the daemons start; default one IPv4 pool,
+	// 10.244.0.0/16 with /26 blocks.
+	Pools []conf.IPPool
+	// BGP, when set, is stored as bgp/config before the daemons start.
+	BGP *conf.BGPConfiguration
+	// DaemonArgs are extra brindled flags for every node.
+	DaemonArgs []string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Lab is a running cluster of namespaces.
+type Lab struct {
+	cfg      Config
+	Underlay ns.NetNS
+	Etcd     *clientv3.Client
+	// EtcdURL is how nodes reach etcd (an address on the underlay).
+	EtcdURL string
+	Nodes   []*Node
+
+	mu       sync.Mutex
+	cleanups []func()
+	etcdStop func()
+}
+
+// Subnets of the underlay; the underlay namespace is the router (.254).
+var subnets = []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24"), netip.MustParsePrefix("198.19.2.0/24")}
+
+// DefaultPool is the pool a lab gets when Config.Pools is empty.
+func DefaultPool() conf.IPPool {
+	p := conf.IPPool{Metadata: conf.ObjectMeta{Name: "default-ipv4"}, Spec: conf.IPPoolSpec{CIDR: "10.244.0.0/16"}}
+	p.Default()
+	return p
+}
+
+func (l *Lab) logf(format string, args ...any) {
+	if l.cfg.Log != nil {
+		fmt.Fprintf(l.cfg.Log, "==> "+format+"\n", args...)
+	}
+}
+
+func (l *Lab) onClose(f func()) {
+	l.mu.Lock()
+	l.cleanups = append(l.cleanups, f)
+	l.mu.Unlock()
+}
+
+// New builds the lab and starts a brindled on every node; it waits until
+// every node is registered, not until BGP has converged (see WaitReady).
+func New(ctx context.Context, cfg Config) (_ *Lab, retErr error) {
+	if cfg.Subnets == 0 {
+		cfg.Subnets = 1
+	}
+	if len(cfg.Pools) == 0 {
+		cfg.Pools = []conf.IPPool{DefaultPool()}
+	}
+	l := &Lab{cfg: cfg}
+	defer func() {
+		if retErr != nil {
+			l.Close()
+		}
+	}()
+	u, cleanup, err := testenv.CreateNS()
+	if err != nil {
+		return nil, fmt.Errorf("underlay netns: %w", err)
+	}
+	l.onClose(cleanup)
+	l.Underlay = u
+	l.logf("underlay: %d subnet(s), router and etcd on %s", cfg.Subnets, gateway(0))
+	if err := l.buildUnderlay(); err != nil {
+		return nil, err
+	}
+	if err := l.startEtcd(); err != nil {
+		return nil, err
+	}
+	if err := l.seed(ctx); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Nodes {
+		n, err := l.addNode(i)
+		if err != nil {
+			return nil, err
+		}
+		l.Nodes = append(l.Nodes, n)
+	}
+	for _, n := range l.Nodes {
+		if err := n.Start(); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range l.Nodes {
+		if err := n.waitRegistered(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func gateway(subnet int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 19, byte(subnet + 1), 254})
+}
+
+// buildUnderlay makes the bridges, with the router's address on each, and
+// turns forwarding on so the underlay routes between the subnets.
+func (l *Lab) buildUnderlay() error {
+	return l.Underlay.Do(func(ns.NetNS) error {
+		if err := linkUp("lo"); err != nil {
+			return err
+		}
+		for s := range l.cfg.Subnets {
+			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("br%d", s)}}
+			if err := netlink.LinkAdd(br); err != nil {
+				return fmt.Errorf("bridge: %w", err)
+			}
+			if err := addAddr(br.Name, netip.PrefixFrom(gateway(s), 24)); err != nil {
+				return err
+			}
+			if err := linkUp(br.Name); err != nil {
+				return err
+			}
+		}
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	})
+}
+
+// startEtcd runs etcd inside the underlay namespace, so every node reaches
+// it on the router's address, and connects the lab's own client through
+// that namespace.
+func (l *Lab) startEtcd() error {
+	host := gateway(0).String()
+	var stop func()
+	var err error
+	if err = l.Underlay.Do(func(ns.NetNS) error {
+		stop, l.EtcdURL, err = startEtcd(l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
+		return err
+	}); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	l.etcdStop = stop
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{l.EtcdURL},
+		DialTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(l.dialer(l.Underlay))},
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return err
+	}
+	l.Etcd = cli
+	l.logf("etcd: %s", l.EtcdURL)
+	return nil
+}
+
+// dialer connects from inside namespace n.
+func (l *Lab) dialer(n ns.NetNS) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := n.Do(func(ns.NetNS) (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// seed stores the pools and the BGP configuration.
+func (l *Lab) seed(ctx context.Context) error {
+	for _, p := range l.cfg.Pools {
+		if err := l.PutPool(ctx, p); err != nil {
+			return err
+		}
+	}
+	if l.cfg.BGP != nil {
+		return l.PutBGPConfig(ctx, *l.cfg.BGP)
+	}
+	return nil
+}
+
+// PutPool stores (or replaces) a pool.
+func (l *Lab) PutPool(ctx context.Context, p conf.IPPool) error {
+	p.Default()
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	b, _ := conf.MarshalPool(p)
+	_, err := l.Etcd.Put(ctx, ipam.Prefix+"ippools/"+p.Metadata.Name, string(b))
+	return err
+}
+
+// PutBGPConfig stores the cluster's BGP configuration.
+func (l *Lab) PutBGPConfig(ctx context.Context, c conf.BGPConfiguration) error {
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(c)
+	_, err := l.Etcd.Put(ctx, ipam.Prefix+"bgp/config", string(b))
+	return err
+}
+
+// PutBGPPeer stores an external peer.
+func (l *Lab) PutBGPPeer(ctx context.Context, p conf.BGPPeer) error {
+	p.Default()
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(p)
+	_, err := l.Etcd.Put(ctx, ipam.Prefix+"bgp/peers/"+p.Metadata.Name, string(b))
+	return err
+}
+
+// WaitReady waits until every running node's brindled reports ready.
+func (l *Lab) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, n := range l.Nodes {
+		if !n.Running() {
+			continue
+		}
+		if err := n.WaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops every daemon and removes every pod, node and namespace the
+// lab made. It is safe to call more than once.
+func (l *Lab) Close() {
+	for _, n := range l.Nodes {
+		n.kill()
+	}
+	if l.Etcd != nil {
+		l.Etcd.Close()
+		l.Etcd = nil
+	}
+	if l.etcdStop != nil {
+		l.etcdStop()
+		l.etcdStop = nil
+	}
+	l.mu.Lock()
+	cs := l.cleanups
+	l.cleanups = nil
+	l.mu.Unlock()
+	for i := len(cs) - 1; i >= 0; i-- {
+		cs[i]()
+	}
+}
+
+func linkUp(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(link)
+}
+
+func addAddr(name string, p netip.Prefix) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	return netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}})
+}
+
+var errStopped = errors.New("brindled is not running")
