@@ -40,7 +40,15 @@ func (c *readCache) Read(ctx context.Context, gets ...Get) ([][]KV, error) {
 	if len(miss) == 0 {
 		return out, nil
 	}
-	res, err := c.s.Read(ctx, miss...)
+	// Assign's reads may be served by any member from its own state: a
+	// stale value only makes the guarded commit fail, and the failed commit
+	// returns the current values (linearizable, through raft).
+	stale := make([]Get, len(miss))
+	for i, g := range miss {
+		g.Serializable = true
+		stale[i] = g
+	}
+	res, err := c.s.Read(ctx, stale...)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,10 @@ type Get struct {
 	Key      string
 	Prefix   bool
 	KeysOnly bool
+	// Serializable lets the member answer from its own state without
+	// confirming with the leader: faster, possibly a little stale. Only for
+	// reads whose staleness a revision guard catches later.
+	Serializable bool
 }
 
 // Rev values for Op.Rev besides a real ModRevision.

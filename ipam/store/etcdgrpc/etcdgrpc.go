@@ -56,6 +56,9 @@ func (s *Store) Read(ctx context.Context, gets ...store.Get) ([][]store.KV, erro
 		if g.KeysOnly {
 			opts = append(opts, clientv3.WithKeysOnly())
 		}
+		if g.Serializable {
+			opts = append(opts, clientv3.WithSerializable())
+		}
 		ops[i] = clientv3.OpGet(s.prefix+g.Key, opts...)
 	}
 	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()

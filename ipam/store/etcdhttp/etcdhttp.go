@@ -1,6 +1,7 @@
 // Package etcdhttp is the Store on etcd's JSON gateway (/v3/kv/txn over
 // HTTP/1.1 with keep-alive, TLS with client certificates), built on the
-// standard library alone.
+// standard library alone. Each request is written and its response read by
+// the calling goroutine on a pooled connection.
 //
 // Why not clientv3: brindle-ipam is a CNI plugin, started afresh for every
 // ADD. The gRPC client and its protobuf registries make the binary several
@@ -10,6 +11,7 @@
 package etcdhttp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -20,9 +22,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +36,9 @@ import (
 // DialTimeout bounds one TCP (and TLS) connection attempt, so an endpoint
 // that drops packets cannot use up the whole call's deadline.
 const DialTimeout = 2 * time.Second
+
+// noDeadlineCeiling bounds a request whose context has no deadline.
+const noDeadlineCeiling = 30 * time.Second
 
 // Config says how to reach etcd.
 type Config struct {
@@ -43,11 +50,28 @@ type Config struct {
 
 // Store implements store.Store over HTTP.
 type Store struct {
-	endpoints []string
-	client    *http.Client
+	endpoints []endpoint
+	tls       *tls.Config
 	prefix    string
 	// preferred is the endpoint that answered last; calls start there.
 	preferred atomic.Int32
+	mu        sync.Mutex
+	idle      map[string][]*conn // by endpoint host
+}
+
+type endpoint struct {
+	url  string // as configured, for messages
+	host string // host:port to dial
+	tls  bool
+}
+
+// conn is one keep-alive connection. Requests are written and responses
+// read by the calling goroutine itself: net/http's transport hands every
+// response between goroutines, which in a freshly started process costs
+// more than the round trip does.
+type conn struct {
+	c net.Conn
+	r *bufio.Reader
 }
 
 // New returns a Store for cfg. Credential files are read here and never logged.
@@ -55,16 +79,16 @@ func New(cfg Config) (*Store, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
 	}
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout: DialTimeout,
-		MaxIdleConnsPerHost: 64,
-		// HTTP/1.1 only: with h2 negotiated, etcd hands the connection to
-		// its gRPC server instead of the gateway.
-		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	s := &Store{prefix: store.Prefix, idle: map[string][]*conn{}}
+	for _, e := range cfg.Endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("etcd endpoint %q: want http(s)://host:port", e)
+		}
+		s.endpoints = append(s.endpoints, endpoint{url: strings.TrimRight(e, "/"), host: u.Host, tls: u.Scheme == "https"})
 	}
 	if cfg.CACertFile != "" || cfg.CertFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 		if cfg.CACertFile != "" {
 			pem, err := os.ReadFile(cfg.CACertFile)
 			if err != nil {
@@ -82,17 +106,68 @@ func New(cfg Config) (*Store, error) {
 			}
 			tc.Certificates = []tls.Certificate{cert}
 		}
-		tr.TLSClientConfig = tc
+		s.tls = tc
 	}
-	eps := make([]string, len(cfg.Endpoints))
-	for i, e := range cfg.Endpoints {
-		eps[i] = strings.TrimRight(e, "/")
-	}
-	return &Store{endpoints: eps, client: &http.Client{Transport: tr}, prefix: store.Prefix}, nil
+	return s, nil
 }
 
-// Close releases idle connections.
-func (s *Store) Close() { s.client.CloseIdleConnections() }
+// Close closes idle connections.
+func (s *Store) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, cs := range s.idle {
+		for _, c := range cs {
+			_ = c.c.Close()
+		}
+		delete(s.idle, h)
+	}
+}
+
+func (s *Store) getConn(ctx context.Context, ep endpoint) (*conn, bool, error) {
+	s.mu.Lock()
+	if cs := s.idle[ep.host]; len(cs) > 0 {
+		c := cs[len(cs)-1]
+		s.idle[ep.host] = cs[:len(cs)-1]
+		s.mu.Unlock()
+		return c, true, nil
+	}
+	s.mu.Unlock()
+	d := net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", ep.host)
+	if err != nil {
+		return nil, false, err
+	}
+	if ep.tls {
+		tc := s.tls
+		if tc == nil {
+			tc = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		}
+		tc = tc.Clone()
+		if h, _, err := net.SplitHostPort(ep.host); err == nil {
+			tc.ServerName = h
+		}
+		tlsConn := tls.Client(nc, tc)
+		hctx, cancel := context.WithTimeout(ctx, DialTimeout)
+		err := tlsConn.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			nc.Close()
+			return nil, false, fmt.Errorf("tls handshake with %s: %w", ep.host, err)
+		}
+		nc = tlsConn
+	}
+	return &conn{c: nc, r: bufio.NewReader(nc)}, false, nil
+}
+
+func (s *Store) putConn(ep endpoint, c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.idle[ep.host]) >= 64 {
+		_ = c.c.Close()
+		return
+	}
+	s.idle[ep.host] = append(s.idle[ep.host], c)
+}
 
 type kv struct {
 	Key         []byte `json:"key"`
@@ -101,9 +176,10 @@ type kv struct {
 }
 
 type rangeReq struct {
-	Key      []byte `json:"key"`
-	RangeEnd []byte `json:"range_end,omitempty"`
-	KeysOnly bool   `json:"keys_only,omitempty"`
+	Key          []byte `json:"key"`
+	RangeEnd     []byte `json:"range_end,omitempty"`
+	KeysOnly     bool   `json:"keys_only,omitempty"`
+	Serializable bool   `json:"serializable,omitempty"`
 }
 
 type putReq struct {
@@ -148,7 +224,7 @@ type txnResp struct {
 func (s *Store) Read(ctx context.Context, gets ...store.Get) ([][]store.KV, error) {
 	req := txnReq{}
 	for _, g := range gets {
-		r := &rangeReq{Key: []byte(s.prefix + g.Key), KeysOnly: g.KeysOnly}
+		r := &rangeReq{Key: []byte(s.prefix + g.Key), KeysOnly: g.KeysOnly, Serializable: g.Serializable}
 		if g.Prefix {
 			r.RangeEnd = []byte(store.PrefixEnd(s.prefix + g.Key))
 		}
@@ -248,39 +324,49 @@ func (s *Store) txn(ctx context.Context, req txnReq, resp *txnResp) error {
 		}
 		var ge *gatewayError
 		if errors.As(err, &ge) && ge.Code != grpcUnavailable {
-			return fmt.Errorf("etcd %s: %s", s.endpoints[idx], ge.Message)
+			return fmt.Errorf("etcd %s: %s", s.endpoints[idx].url, ge.Message)
 		}
 		lastErr = err
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return store.Unreachable(s.endpoints, lastErr)
+	var urls []string
+	for _, e := range s.endpoints {
+		urls = append(urls, e.url)
+	}
+	return store.Unreachable(urls, lastErr)
 }
 
 func (e *gatewayError) Error() string { return fmt.Sprintf("code %d: %s", e.Code, e.Message) }
 
-func (s *Store) post(ctx context.Context, endpoint string, body []byte, resp *txnResp) error {
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+"/v3/kv/txn", bytes.NewReader(body))
+func (s *Store) post(ctx context.Context, ep endpoint, body []byte, resp *txnResp) error {
+	c, reused, err := s.getConn(ctx, ep)
 	if err != nil {
 		return err
 	}
-	hr.Header.Set("Content-Type", "application/json")
-	r, err := s.client.Do(hr)
+	status, data, err := s.roundTrip(ctx, ep, c, body)
+	if err != nil && reused && ctx.Err() == nil {
+		// The server may have closed an idle connection. Sending again is
+		// safe even if the first request was applied: its guards then fail
+		// and the caller re-reads.
+		_ = c.c.Close()
+		if c, _, err = s.getConn(ctx, ep); err != nil {
+			return err
+		}
+		status, data, err = s.roundTrip(ctx, ep, c, body)
+	}
 	if err != nil {
+		_ = c.c.Close()
 		return err
 	}
-	defer r.Body.Close()
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
-		return err
-	}
-	if r.StatusCode != http.StatusOK {
+	s.putConn(ep, c)
+	if status != http.StatusOK {
 		ge := &gatewayError{}
 		if json.Unmarshal(data, ge) != nil || ge.Message == "" {
-			ge.Message = fmt.Sprintf("http %d: %.200s", r.StatusCode, data)
+			ge.Message = fmt.Sprintf("http %d: %.200s", status, data)
 		}
-		if r.StatusCode == http.StatusServiceUnavailable && ge.Code == 0 {
+		if status == http.StatusServiceUnavailable && ge.Code == 0 {
 			ge.Code = grpcUnavailable
 		}
 		return ge
@@ -289,4 +375,37 @@ func (s *Store) post(ctx context.Context, endpoint string, body []byte, resp *tx
 		return fmt.Errorf("decode txn response: %w", err)
 	}
 	return nil
+}
+
+// roundTrip writes one request and reads its response on c, within ctx's deadline.
+func (s *Store) roundTrip(ctx context.Context, ep endpoint, c *conn, body []byte) (int, []byte, error) {
+	// Reads and writes are bounded by the deadline only (no goroutine
+	// watches ctx); callers always set one, and without it a ceiling
+	// still keeps a dead server from hanging the plugin.
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(noDeadlineCeiling)
+	}
+	if err := c.c.SetDeadline(dl); err != nil {
+		return 0, nil, err
+	}
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "POST /v3/kv/txn HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", ep.host, len(body))
+	req.Write(body)
+	if _, err := c.c.Write(req.Bytes()); err != nil {
+		return 0, nil, err
+	}
+	r, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	data, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.Close {
+		return 0, nil, errors.New("server closed the connection")
+	}
+	return r.StatusCode, data, nil
 }
