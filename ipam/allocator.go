@@ -594,61 +594,76 @@ func (a *Allocator) Assign(ctx context.Context, req AssignRequest) ([]HandleAddr
 	var out []HandleAddr
 	rc := newReadCache(a.Store)
 	err := a.retry(ctx, "assign "+req.Handle, func() (bool, error) {
-		t, err := a.begin(ctx, rc, req.Node, req.Handle)
-		if err != nil {
+		done, err := a.assignOnce(ctx, rc, req, ip4, ip6, want4, want6, &out)
+		var p permanent
+		if errors.As(err, &p) && !rc.linearizable {
+			// The reads were serializable and may be stale (a member
+			// catching up after a restart may not have the pools yet):
+			// confirm a refusal against the current state before giving it.
 			rc.reset()
-			return false, err
+			rc.linearizable = true
+			return false, errRetryNow
 		}
-		if t.handle != nil {
-			for _, ip := range append(ip4, ip6...) {
-				if !slices.ContainsFunc(t.handle.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
-					return false, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(t.handle.Addrs), ip)
-				}
-			}
-			out = t.handle.Addrs
-			return true, nil
-		}
-		var got []HandleAddr
-		for _, fam := range []struct {
-			v6    bool
-			want  bool
-			ips   []netip.Addr
-			pools []string
-		}{{false, want4, ip4, req.IPv4Pools}, {true, want6, ip6, req.IPv6Pools}} {
-			var ha HandleAddr
-			switch {
-			case len(fam.ips) > 0:
-				ha, err = t.assignIP(fam.ips[0], fam.pools, req.Handle, req.Attrs)
-			case fam.want:
-				ha, err = t.autoAssign(fam.v6, fam.pools, req.Handle, req.Attrs)
-			default:
-				continue
-			}
-			if err != nil {
-				return false, err
-			}
-			got = append(got, ha)
-		}
-		if len(got) == 0 {
-			return false, perm("handle %q: nothing to assign (no family enabled and no ip requested)", req.Handle)
-		}
-		h := Handle{V: SchemaVersion, ID: req.Handle, Node: req.Node, Addrs: got, Attrs: req.Attrs}
-		ops := append(t.ops(), Op{Key: handleKey(req.Handle), Value: mustJSON(h), Rev: MustNotExist})
-		if req.Endpoint != nil {
-			ep := *req.Endpoint
-			ep.V, ep.Node = SchemaVersion, req.Node
-			for _, ha := range got {
-				ep.Addresses = append(ep.Addresses, netip.PrefixFrom(ha.Addr, ha.Addr.BitLen()).String())
-			}
-			ops = append(ops, Op{Key: endpointKey(req.Node, req.Handle), Value: mustJSON(ep), Rev: AnyRev})
-		}
-		ok, err := a.commit(ctx, rc, ops)
-		if ok {
-			out = got
-		}
-		return ok, err
+		return done, err
 	})
 	return out, err
+}
+
+// assignOnce is one attempt of Assign.
+func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignRequest, ip4, ip6 []netip.Addr, want4, want6 bool, out *[]HandleAddr) (bool, error) {
+	t, err := a.begin(ctx, rc, req.Node, req.Handle)
+	if err != nil {
+		rc.reset()
+		return false, err
+	}
+	if t.handle != nil {
+		for _, ip := range append(ip4, ip6...) {
+			if !slices.ContainsFunc(t.handle.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
+				return false, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(t.handle.Addrs), ip)
+			}
+		}
+		*out = t.handle.Addrs
+		return true, nil
+	}
+	var got []HandleAddr
+	for _, fam := range []struct {
+		v6    bool
+		want  bool
+		ips   []netip.Addr
+		pools []string
+	}{{false, want4, ip4, req.IPv4Pools}, {true, want6, ip6, req.IPv6Pools}} {
+		var ha HandleAddr
+		switch {
+		case len(fam.ips) > 0:
+			ha, err = t.assignIP(fam.ips[0], fam.pools, req.Handle, req.Attrs)
+		case fam.want:
+			ha, err = t.autoAssign(fam.v6, fam.pools, req.Handle, req.Attrs)
+		default:
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		got = append(got, ha)
+	}
+	if len(got) == 0 {
+		return false, perm("handle %q: nothing to assign (no family enabled and no ip requested)", req.Handle)
+	}
+	h := Handle{V: SchemaVersion, ID: req.Handle, Node: req.Node, Addrs: got, Attrs: req.Attrs}
+	ops := append(t.ops(), Op{Key: handleKey(req.Handle), Value: mustJSON(h), Rev: MustNotExist})
+	if req.Endpoint != nil {
+		ep := *req.Endpoint
+		ep.V, ep.Node = SchemaVersion, req.Node
+		for _, ha := range got {
+			ep.Addresses = append(ep.Addresses, netip.PrefixFrom(ha.Addr, ha.Addr.BitLen()).String())
+		}
+		ops = append(ops, Op{Key: endpointKey(req.Node, req.Handle), Value: mustJSON(ep), Rev: AnyRev})
+	}
+	ok, err := a.commit(ctx, rc, ops)
+	if ok {
+		*out = got
+	}
+	return ok, err
 }
 
 // errRetryNow reports a conflict whose attempt already has fresh values to

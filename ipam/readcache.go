@@ -21,6 +21,8 @@ type reader interface {
 type readCache struct {
 	s    Store
 	gets map[Get][]KV
+	// linearizable turns serializable reads off, to confirm a refusal.
+	linearizable bool
 }
 
 func newReadCache(s Store) *readCache { return &readCache{s: s, gets: map[Get][]KV{}} }
@@ -45,7 +47,7 @@ func (c *readCache) Read(ctx context.Context, gets ...Get) ([][]KV, error) {
 	// returns the current values (linearizable, through raft).
 	stale := make([]Get, len(miss))
 	for i, g := range miss {
-		g.Serializable = true
+		g.Serializable = !c.linearizable
 		stale[i] = g
 	}
 	res, err := c.s.Read(ctx, stale...)
