@@ -236,37 +236,49 @@ func RunChildIfAsked() {
 	os.Exit(0)
 }
 
-// StartProcessIn runs a one-member etcd in a child process (this test
-// binary again, see RunChildIfAsked) that start launches — for example
-// inside a test network namespace, so that the whole server, its JSON
-// gateway included, lives there. The returned client dials through dial.
-func StartProcessIn(tb testing.TB, start func(*exec.Cmd) error, dial func(ctx context.Context, addr string) (net.Conn, error)) *Server {
-	tb.Helper()
+// SpawnMember runs a one-member etcd in a child process — this binary
+// again, which must call RunChildIfAsked first thing — with its data in dir.
+// start launches the command, for example inside a network namespace so
+// that the whole server, its JSON gateway included, lives there. Programs
+// (benchmarks, the lab) use it directly; tests use StartProcessIn.
+func SpawnMember(dir string, start func(*exec.Cmd) error) (*Member, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+tb.TempDir())
+	cmd.Env = append(os.Environ(), childEnv+"="+dir)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	if err := start(cmd); err != nil {
-		tb.Fatalf("start etcd child: %v", err)
+		return nil, fmt.Errorf("start etcd child: %w", err)
 	}
 	m := &Member{Name: "child", proc: cmd, stdin: stdin}
-	tb.Cleanup(m.Stop)
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "ENDPOINT ") {
-		tb.Fatalf("etcd child: no endpoint (%q): %v", line, err)
+		m.Stop()
+		return nil, fmt.Errorf("etcd child: no endpoint (%q): %v", line, err)
 	}
 	m.Endpoint = strings.TrimSpace(strings.TrimPrefix(line, "ENDPOINT "))
+	return m, nil
+}
+
+// StartProcessIn is SpawnMember for tests: the member is stopped when the
+// test ends, and the returned client dials through dial.
+func StartProcessIn(tb testing.TB, start func(*exec.Cmd) error, dial func(ctx context.Context, addr string) (net.Conn, error)) *Server {
+	tb.Helper()
+	m, err := SpawnMember(tb.TempDir(), start)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(m.Stop)
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{m.Endpoint},
 		DialTimeout: 2 * time.Second,
