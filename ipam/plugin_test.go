@@ -19,6 +19,7 @@ import (
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
+	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
 )
 
 var (
@@ -238,5 +239,25 @@ func TestPluginVersion(t *testing.T) {
 	}
 	if got := strings.Join(vi.SupportedVersions(), ","); got != "0.3.0,0.3.1,0.4.0,1.0.0,1.1.0" {
 		t.Fatalf("supported versions %s", got)
+	}
+}
+
+func TestPluginOverTLS(t *testing.T) {
+	m, tf := etcdtest.StartTLS(t)
+	hs, err := etcdhttp.New(etcdhttp.Config{Endpoints: []string{m.Endpoint}, CACertFile: tf.CA, CertFile: tf.ClientCert, KeyFile: tf.ClientKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Close()
+	a := New(hs)
+	a.Log = quietLog()
+	addPool(t, a, "default", "10.244.0.0/16", nil)
+	cni := cniConfig(t)
+	list := ipamList(t, m.Endpoint, fmt.Sprintf(`, "etcd_ca_cert_file": %q, "etcd_cert_file": %q, "etcd_key_file": %q`, tf.CA, tf.ClientCert, tf.ClientKey))
+	if _, err := cni.AddNetworkList(ctxT(t), list, rtConf("tls1")); err != nil {
+		t.Fatalf("ADD over TLS: %v", err)
+	}
+	if h, _ := a.HandleOf(ctxT(t), "tls1.eth0"); h == nil {
+		t.Fatal("no handle after ADD over TLS")
 	}
 }

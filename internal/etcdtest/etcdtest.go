@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -63,7 +64,7 @@ type Server struct {
 // when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	m, err := startOne(tb.TempDir(), "default", nil)
+	m, err := startOne(tb.TempDir(), "default", nil, nil)
 	if err != nil {
 		tb.Fatalf("start embedded etcd: %v", err)
 	}
@@ -122,7 +123,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		go func() {
 			m, err := startOne(tb.TempDir(), fmt.Sprintf("m%d", i), &clusterSpec{
 				peerURL: peers[i], initial: strings.Join(initial, ","),
-			})
+			}, nil)
 			c.Members[i] = m
 			errs <- err
 		}()
@@ -149,7 +150,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 // (benchmarks, the lab) rather than tests; Stop it when done. Called inside
 // a network namespace, its listeners live in that namespace.
 func StartMember(dir string) (*Member, error) {
-	return startOne(dir, "default", nil)
+	return startOne(dir, "default", nil, nil)
 }
 
 type clusterSpec struct {
@@ -157,7 +158,7 @@ type clusterSpec struct {
 	initial string
 }
 
-func startOne(dir, name string, cs *clusterSpec) (*Member, error) {
+func startOne(dir, name string, cs *clusterSpec, tf *TLSFiles) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
@@ -175,6 +176,12 @@ func startOne(dir, name string, cs *clusterSpec) (*Member, error) {
 		return nil, err
 	}
 	client, _ := url.Parse(cu)
+	scheme := "http://"
+	if tf != nil {
+		client.Scheme, scheme = "https", "https://"
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: tf.ServerCert, KeyFile: tf.ServerKey,
+			TrustedCAFile: tf.CA, ClientCertAuth: true}
+	}
 	cfg.ListenClientUrls = []url.URL{*client}
 	cfg.AdvertiseClientUrls = []url.URL{*client}
 	if cs == nil {
@@ -201,7 +208,7 @@ func startOne(dir, name string, cs *clusterSpec) (*Member, error) {
 		e.Close()
 		return nil, fmt.Errorf("member %s: not ready after 30s", name)
 	}
-	return &Member{Name: name, Endpoint: "http://" + e.Clients[0].Addr().String(), etcd: e}, nil
+	return &Member{Name: name, Endpoint: scheme + e.Clients[0].Addr().String(), etcd: e}, nil
 }
 
 func freeURL() (string, error) {
@@ -225,7 +232,7 @@ func RunChildIfAsked() {
 	if dir == "" {
 		return
 	}
-	m, err := startOne(dir, "default", nil)
+	m, err := startOne(dir, "default", nil, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "etcdtest child:", err)
 		os.Exit(1)

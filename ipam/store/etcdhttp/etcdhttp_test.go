@@ -67,3 +67,28 @@ func TestBadTLSFilesNamed(t *testing.T) {
 		t.Fatalf("want error naming the file, got %v", err)
 	}
 }
+
+func TestTLSWithClientCert(t *testing.T) {
+	m, tf := etcdtest.StartTLS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := New(Config{Endpoints: []string{m.Endpoint}, CACertFile: tf.CA, CertFile: tf.ClientCert, KeyFile: tf.ClientKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, err := s.Commit(ctx, store.Op{Key: "tls", Value: []byte("yes"), Rev: store.MustNotExist}); !ok || err != nil {
+		t.Fatalf("commit over tls: %v %v", ok, err)
+	}
+	res, err := s.Read(ctx, store.Get{Key: "tls"})
+	if err != nil || string(res[0][0].Value) != "yes" {
+		t.Fatalf("read over tls: %+v %v", res, err)
+	}
+	// Without a client certificate the server refuses.
+	noCert, _ := New(Config{Endpoints: []string{m.Endpoint}, CACertFile: tf.CA})
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	if _, err := noCert.Read(short, store.Get{Key: "tls"}); err == nil {
+		t.Fatal("read without a client certificate succeeded")
+	}
+}
