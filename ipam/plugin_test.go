@@ -261,3 +261,26 @@ func TestPluginOverTLS(t *testing.T) {
 		t.Fatal("no handle after ADD over TLS")
 	}
 }
+
+func TestPluginOlderSpecVersions(t *testing.T) {
+	a, s := newAlloc(t)
+	addPool(t, a, "default", "10.244.0.0/16", nil)
+	cni := cniConfig(t)
+	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0"} {
+		list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": %q, "name": "old",
+			"plugins": [{"type": "brindle-ipam", "ipam": {"etcd_endpoints": %q, "nodename": "n1"}}]}`, v, s.Endpoint)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := cni.AddNetworkList(ctxT(t), list, rtConf("v"+strings.ReplaceAll(v, ".", "")))
+		if err != nil {
+			t.Fatalf("ADD at %s: %v", v, err)
+		}
+		if r.Version() != v {
+			t.Errorf("result version %s, want %s", r.Version(), v)
+		}
+		if err := cni.DelNetworkList(ctxT(t), list, rtConf("v"+strings.ReplaceAll(v, ".", ""))); err != nil {
+			t.Errorf("DEL at %s: %v", v, err)
+		}
+	}
+}
