@@ -184,6 +184,15 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return cniError(err)
 	}
 	p.Log.Info("ipam del", "container", args.ContainerID, "released", addrsOf(rel))
+	// Runtimes do not all call GC, so a DEL also releases this node's
+	// blocks that have stayed empty past the grace period. It is one read
+	// when there are none, and DEL is dominated by deleting the veth anyway;
+	// a failure here never fails the DEL.
+	if blocks, err := c.alloc.ReleaseEmptyBlocks(c.ctx, c.node); err != nil {
+		p.Log.Warn("release empty blocks", "node", c.node, "err", err)
+	} else if len(blocks) > 0 {
+		p.Log.Info("released empty blocks", "node", c.node, "blocks", blocks)
+	}
 	return nil
 }
 
