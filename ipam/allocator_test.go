@@ -13,6 +13,7 @@ import (
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
+	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
 )
 
 // checkAllocs asserts that no address appears twice and that every address
@@ -99,22 +100,34 @@ func TestTenNodesFiftyEachConcurrently(t *testing.T) {
 }
 
 func TestClusterMemberStoppedMidRun(t *testing.T) {
-	c := etcdtest.StartCluster(t, 3)
-	cli := etcdtest.NewClient(t, c.Endpoints()...)
-	a := New(etcdgrpc.New(cli))
-	a.Log = quietLog()
-	addPool(t, a, "default", "10.244.0.0/16", nil)
-	got := runNodes(t, a, 5, 20, func() {
-		t.Logf("stopping member %s", c.Members[0].Name)
-		c.Members[0].Stop()
-	})
-	checkAllocs(t, a, got)
-	n := 0
-	for _, has := range got {
-		n += len(has)
-	}
-	if n != 100 {
-		t.Fatalf("got %d allocations, want 100", n)
+	for _, backend := range []string{"grpc", "http"} {
+		t.Run(backend, func(t *testing.T) {
+			c := etcdtest.StartCluster(t, 3)
+			var st Store = etcdgrpc.New(etcdtest.NewClient(t, c.Endpoints()...))
+			if backend == "http" {
+				hs, err := etcdhttp.New(etcdhttp.Config{Endpoints: c.Endpoints()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(hs.Close)
+				st = hs
+			}
+			a := New(st)
+			a.Log = quietLog()
+			addPool(t, a, "default", "10.244.0.0/16", nil)
+			got := runNodes(t, a, 5, 20, func() {
+				t.Logf("stopping member %s", c.Members[0].Name)
+				c.Members[0].Stop()
+			})
+			checkAllocs(t, a, got)
+			n := 0
+			for _, has := range got {
+				n += len(has)
+			}
+			if n != 100 {
+				t.Fatalf("got %d allocations, want 100", n)
+			}
+		})
 	}
 }
 
