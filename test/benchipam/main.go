@@ -33,7 +33,7 @@ import (
 type result struct {
 	nodes, conc int
 	allocs      int
-	elapsed     time.Duration
+	elapsed     time.Duration // includes untimed releases when -live is set
 	lat         []time.Duration
 	errs        int
 }
@@ -41,14 +41,15 @@ type result struct {
 func main() {
 	duration := flag.Duration("duration", 3*time.Second, "how long each scenario allocates")
 	backend := flag.String("backend", "http", "etcd API: http (the JSON gateway, as brindle-ipam uses it) or grpc (clientv3)")
+	live := flag.Int("live", 0, "if > 0, keep about this many addresses per node: each worker releases its oldest as it allocates, as pods come and go; 0 only allocates")
 	flag.Parse()
-	if err := run(*duration, *backend); err != nil {
+	if err := run(*duration, *backend, *live); err != nil {
 		fmt.Fprintln(os.Stderr, "benchipam:", err)
 		os.Exit(1)
 	}
 }
 
-func run(d time.Duration, backend string) error {
+func run(d time.Duration, backend string, live int) error {
 	dir, err := os.MkdirTemp("", "benchipam-")
 	if err != nil {
 		return err
@@ -84,7 +85,7 @@ func run(d time.Duration, backend string) error {
 	if _, err := a.ApplyPool(ctx, conf.IPPool{Metadata: conf.ObjectMeta{Name: "bench"}, Spec: conf.IPPoolSpec{CIDR: "10.0.0.0/8"}}); err != nil {
 		return err
 	}
-	fmt.Printf("brindle IPAM allocation rate: embedded etcd %s (fsync on), %s API, %v per scenario, pool 10.0.0.0/8, blockSize 26\n\n", m.Endpoint, backend, d)
+	fmt.Printf("brindle IPAM allocation rate: embedded etcd %s (fsync on), %s API, %v per scenario, pool 10.0.0.0/8, blockSize 26%s\n\n", m.Endpoint, backend, d, liveNote(live))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "nodes\tconcurrency\tallocations\talloc/s\tp50 ms\tp99 ms\terrors\t")
 	for _, nodes := range []int{1, 10} {
@@ -93,7 +94,7 @@ func run(d time.Duration, backend string) error {
 			if _, err := cli.Delete(ctx, ipam.Prefix+"ipam/", clientv3.WithPrefix()); err != nil {
 				return err
 			}
-			r := scenario(a, nodes, conc, d)
+			r := scenario(a, nodes, conc, d, live)
 			fmt.Fprintf(tw, "%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t\n", r.nodes, r.conc, r.allocs,
 				float64(r.allocs)/r.elapsed.Seconds(), ms(pct(r.lat, 50)), ms(pct(r.lat, 99)), r.errs)
 			fmt.Fprintf(os.Stderr, "done: %d nodes, concurrency %d\n", nodes, conc)
@@ -102,8 +103,15 @@ func run(d time.Duration, backend string) error {
 	return tw.Flush()
 }
 
+func liveNote(live int) string {
+	if live == 0 {
+		return ", allocations only"
+	}
+	return fmt.Sprintf(",\nabout %d live addresses per node: each allocation is followed by a release (alloc/s is per wall second, releases included; latencies are of allocations)", live)
+}
+
 // scenario runs conc workers for d; worker i allocates for node i mod nodes.
-func scenario(a *ipam.Allocator, nodes, conc int, d time.Duration) result {
+func scenario(a *ipam.Allocator, nodes, conc int, d time.Duration, live int) result {
 	var n, errs atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -115,19 +123,34 @@ func scenario(a *ipam.Allocator, nodes, conc int, d time.Duration) result {
 		go func() {
 			defer wg.Done()
 			node := fmt.Sprintf("node-%02d", w%nodes)
+			workersOnNode := (conc + nodes - 1 - w%nodes) / nodes
+			keep := 0
+			if live > 0 {
+				keep = max(1, live/workersOnNode)
+			}
+			var held []string
 			var mine []time.Duration
 			for i := 0; time.Now().Before(deadline); i++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				t0 := time.Now()
-				_, err := a.Assign(ctx, ipam.AssignRequest{Handle: fmt.Sprintf("w%d-%d.eth0", w, i), Node: node, IPv4: true})
-				cancel()
+				h := fmt.Sprintf("w%d-%d.eth0", w, i)
+				_, err := a.Assign(ctx, ipam.AssignRequest{Handle: h, Node: node, IPv4: true})
+				took := time.Since(t0)
 				if err != nil {
+					cancel()
 					errs.Add(1)
 					fmt.Fprintln(os.Stderr, "assign:", err)
 					continue
 				}
-				mine = append(mine, time.Since(t0))
+				mine = append(mine, took)
 				n.Add(1)
+				if held = append(held, h); keep > 0 && len(held) > keep {
+					if _, err := a.ReleaseHandle(ctx, held[0]); err != nil {
+						fmt.Fprintln(os.Stderr, "release:", err)
+					}
+					held = held[1:]
+				}
+				cancel()
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
