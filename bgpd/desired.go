@@ -28,7 +28,12 @@ func DesiredPeers(self *conf.Node, nodes []conf.Node, cfg *conf.BGPConfiguration
 		if !ok || !selfOK || addr.Addr() == selfAddr.Addr() {
 			continue
 		}
-		spec := PeerSpec{Address: addr.Addr(), ASN: n.AS(cfg.Spec.ASNumber), Port: cfg.Spec.ListenPort, Name: n.Name}
+		// Between two nodes only the lower address dials. With both
+		// dialling, GoBGP's FSMs can take turns refusing each other's
+		// connections (each refusal costs a 5 s idle hold), and a session
+		// then needs tens of seconds to come back after a restart.
+		spec := PeerSpec{Address: addr.Addr(), ASN: n.AS(cfg.Spec.ASNumber), Port: cfg.Spec.ListenPort, Name: n.Name,
+			Passive: selfAddr.Addr().Compare(addr.Addr()) > 0}
 		switch {
 		case cfg.Mesh():
 			spec.Kind = "mesh"

@@ -1,12 +1,16 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -219,4 +223,100 @@ func pingOnce(dst netip.Addr, seq int) error {
 			return errors.New("timeout")
 		}
 	}
+}
+
+// PingStats is the outcome of PingLoop.
+type PingStats struct {
+	Sent, Received int
+	// Lost lists the sequence numbers never answered.
+	Lost []int
+}
+
+// PingLoop pings dst from namespace n every interval until ctx ends, then
+// waits a second for late replies. IPv4 only.
+func PingLoop(ctx context.Context, n ns.NetNS, dst netip.Addr, interval time.Duration) (PingStats, error) {
+	var st PingStats
+	err := n.Do(func(ns.NetNS) error {
+		c, err := icmp.ListenPacket("ip4:icmp", "")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		id := (os.Getpid() ^ int(time.Now().UnixNano())) & 0xffff
+		got := map[int]bool{}
+		var mu sync.Mutex
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 1500)
+			for {
+				nr, peer, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				m, err := icmp.ParseMessage(1, buf[:nr])
+				if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+					continue
+				}
+				if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && peer.String() == dst.String() {
+					mu.Lock()
+					got[e.Seq] = true
+					mu.Unlock()
+				}
+			}
+		}()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+	loop:
+		for seq := 0; ; seq++ {
+			b, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq & 0xffff, Data: []byte("brindle")}}).Marshal(nil)
+			_, _ = c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()})
+			st.Sent++
+			select {
+			case <-ctx.Done():
+				break loop
+			case <-t.C:
+			}
+		}
+		time.Sleep(time.Second)
+		_ = c.SetReadDeadline(time.Now())
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for seq := range st.Sent {
+			if got[seq&0xffff] {
+				st.Received++
+			} else {
+				st.Lost = append(st.Lost, seq)
+			}
+		}
+		return nil
+	})
+	return st, err
+}
+
+// StartIn starts cmd in namespace n and returns a channel that receives its
+// exit. The starting thread stays locked in n until the child exits: a
+// child with Pdeathsig set is killed when the thread that forked it ends,
+// and the Go runtime may end a thread that ns.Do has used.
+func StartIn(n ns.NetNS, cmd *exec.Cmd) (<-chan error, error) {
+	started := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine, after the child
+		if err := n.Set(); err != nil {
+			started <- fmt.Errorf("enter %s: %w", n.Path(), err)
+			return
+		}
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		done <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return done, nil
 }

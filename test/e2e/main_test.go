@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,13 @@ func newLab(t *testing.T, cfg lab.Config) *lab.Lab {
 		t.Fatalf("lab: %v", err)
 	}
 	t.Cleanup(func() {
+		if dir := os.Getenv("BRINDLE_LAB_LOGS"); dir != "" {
+			for _, n := range l.Nodes {
+				b, _ := os.ReadFile(n.LogFile())
+				_ = os.MkdirAll(dir, 0o755)
+				_ = os.WriteFile(filepath.Join(dir, t.Name()+"-"+n.Name+".log"), b, 0o644)
+			}
+		}
 		if t.Failed() {
 			for _, n := range l.Nodes {
 				b, _ := os.ReadFile(n.LogFile())

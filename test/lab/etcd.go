@@ -9,11 +9,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/brindle-net/brindle/internal/testenv"
 )
 
 // startEtcd runs labetcd (an embedded etcd in a process of its own) in the
 // calling thread's network namespace, listening on host.
-func startEtcd(bin, dir, host string) (stop func(), endpoint string, err error) {
+func startEtcd(n ns.NetNS, bin, dir, host string) (stop func(), endpoint string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", err
 	}
@@ -28,7 +32,8 @@ func startEtcd(bin, dir, host string) (stop func(), endpoint string, err error) 
 	}
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	exited, err := testenv.StartIn(n, cmd)
+	if err != nil {
 		logf.Close()
 		return nil, "", fmt.Errorf("start labetcd (built by `make testbins`?): %w", err)
 	}
@@ -38,7 +43,12 @@ func startEtcd(bin, dir, host string) (stop func(), endpoint string, err error) 
 		line, _ := bufio.NewReader(out).ReadString('\n')
 		urlc <- strings.TrimSpace(line)
 	}()
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	go func() {
+		err := <-exited
+		fmt.Fprintf(logf, "labetcd exited: %v\n", err)
+		logf.Close()
+		close(done)
+	}()
 	stop = func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {

@@ -172,14 +172,11 @@ func (l *Lab) buildUnderlay() error {
 // that namespace.
 func (l *Lab) startEtcd() error {
 	host := gateway(0).String()
-	var stop func()
-	var err error
-	if err = l.Underlay.Do(func(ns.NetNS) error {
-		stop, l.EtcdURL, err = startEtcd(l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
-		return err
-	}); err != nil {
+	stop, url, err := startEtcd(l.Underlay, l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
+	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
+	l.EtcdURL = url
 	l.etcdStop = stop
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{l.EtcdURL},

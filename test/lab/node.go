@@ -151,12 +151,13 @@ func (n *Node) Start() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The daemon dies with the lab, even if the test process is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := n.NS.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
+	exited, err := testenv.StartIn(n.NS, cmd)
+	if err != nil {
 		logf.Close()
 		return fmt.Errorf("%s: start brindled: %w", n.Name, err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	go func() { <-exited; logf.Close(); close(done) }()
 	n.cmd, n.done = cmd, done
 	return nil
 }
@@ -276,7 +277,7 @@ func (n *Node) waitRegistered(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			b, _ := os.ReadFile(n.LogFile())
-			return fmt.Errorf("%s did not register: %w\n%s", n.Name, ctx.Err(), b)
+			return fmt.Errorf("%s did not register: %w\n%s\n%s", n.Name, ctx.Err(), b, n.diagnose())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -368,4 +369,27 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// diagnose describes the node's network, for errors.
+func (n *Node) diagnose() string {
+	var out []byte
+	_ = n.NS.Do(func(ns.NetNS) error {
+		for _, args := range [][]string{{"ip", "-br", "addr"}, {"ip", "neigh"}, {"ip", "route"}, {"ss", "-tn"}} {
+			o, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
+			out = append(out, []byte("$ "+strings.Join(args, " ")+"\n")...)
+			out = append(out, o...)
+		}
+		return nil
+	})
+	_ = n.lab.Underlay.Do(func(ns.NetNS) error {
+		for _, args := range [][]string{{"ip", "-br", "link"}, {"ip", "neigh"}, {"ss", "-ltn"}} {
+			o, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
+			out = append(out, []byte("underlay $ "+strings.Join(args, " ")+"\n")...)
+			out = append(out, o...)
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(filepath.Join(n.lab.cfg.Dir, "etcd", "etcd.log"))
+	return string(out) + "etcd log:\n" + string(b)
 }
