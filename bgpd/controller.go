@@ -330,6 +330,7 @@ type Status struct {
 	Exports   []string       `json:"exports"`
 	Blocks    []string       `json:"blocks"`
 	Routes    []string       `json:"routes"`
+	Learned   []string       `json:"learned"`
 	LastSync  SyncResult     `json:"lastSync"`
 	Errors    []string       `json:"errors,omitempty"`
 	Ready     bool           `json:"ready"`
@@ -357,6 +358,7 @@ func (c *Controller) Status(ctx context.Context) Status {
 		st.Desired[d.Kind]++
 	}
 	c.mu.Unlock()
+	st.Learned, _ = c.cfg.Speaker.Learned(ctx)
 	st.Ready, st.NotReady = c.readiness(peers)
 	return st
 }

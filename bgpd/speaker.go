@@ -356,14 +356,16 @@ func apiPath(p netip.Prefix, nh netip.Addr) (*api.Path, error) {
 
 // PeerStatus is one session as `brindlectl node status` shows it.
 type PeerStatus struct {
-	Address  string    `json:"address"`
-	Name     string    `json:"name"`
-	Kind     string    `json:"kind"`
-	ASN      uint32    `json:"asn"`
-	State    string    `json:"state"`
-	Since    time.Time `json:"since,omitzero"`
-	Received uint64    `json:"received"`
-	Accepted uint64    `json:"accepted"`
+	Address string    `json:"address"`
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"`
+	ASN     uint32    `json:"asn"`
+	State   string    `json:"state"`
+	Since   time.Time `json:"since,omitzero"`
+	// Received counts what the peer sent; Accepted what of it passed the
+	// import policy into the table.
+	Received uint64 `json:"received"`
+	Accepted uint64 `json:"accepted"`
 }
 
 // Peers lists the sessions with their state and prefix counts.
@@ -386,12 +388,63 @@ func (sp *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 		}
 		for _, af := range p.GetAfiSafis() {
 			ps.Received += af.GetState().GetReceived()
-			ps.Accepted += af.GetState().GetAccepted()
 		}
 		out = append(out, ps)
 	})
+	if err != nil {
+		return nil, err
+	}
+	// GoBGP's own "accepted" counts the peer-level policy only; what
+	// passed brindle's (global) import policy is what reached the table.
+	accepted, err := sp.tablePathsByPeer(ctx)
+	for i := range out {
+		out[i].Accepted = accepted[out[i].Address]
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
 	return out, err
+}
+
+// tablePathsByPeer counts the paths in the global table by the peer they
+// came from.
+func (sp *Speaker) tablePathsByPeer(ctx context.Context) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, fam := range []*api.Family{{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, {Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}} {
+		err := sp.s.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam}, func(d *api.Destination) {
+			for _, p := range d.Paths {
+				if !p.IsWithdraw {
+					out[p.NeighborIp]++
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Learned lists every path in the global table that came from a peer
+// (best or not), as "prefix via nexthop from peer".
+func (sp *Speaker) Learned(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, fam := range []*api.Family{{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, {Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}} {
+		err := sp.s.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: fam}, func(d *api.Destination) {
+			for _, p := range d.Paths {
+				if p.IsWithdraw || p.NeighborIp == "<nil>" || p.NeighborIp == "" {
+					continue
+				}
+				pfx, nh, err := parsePath(p)
+				if err == nil {
+					out = append(out, fmt.Sprintf("%s via %s from %s", pfx, nh, p.NeighborIp))
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 func sessionState(s api.PeerState_SessionState) string {

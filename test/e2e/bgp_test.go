@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/testenv"
@@ -162,3 +165,17 @@ func TestRestartDuringPing(t *testing.T) {
 
 // addrOf returns the first pod's address on n, as a /32 string.
 func addrOf(p *lab.Pod) string { return netip.PrefixFrom(p.Addr, 32).String() }
+
+// allRoutes is `ip route show` of a node.
+func allRoutes(t *testing.T, n *lab.Node) string {
+	t.Helper()
+	var out []byte
+	err := n.NS.Do(func(ns.NetNS) (err error) {
+		out, err = exec.Command("ip", "route", "show").CombinedOutput()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
