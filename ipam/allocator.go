@@ -40,6 +40,8 @@ type Allocator struct {
 	Now func() time.Time
 	// Log receives retries and stale releases.
 	Log *slog.Logger
+	// Hints, when set, remembers each node's blocks between calls.
+	Hints BlockHints
 }
 
 // New returns an Allocator on s with default settings.
@@ -182,8 +184,14 @@ func (a *Allocator) Assign(ctx context.Context, req AssignRequest) ([]HandleAddr
 	}
 	var out []HandleAddr
 	rc := newReadCache(a.Store)
+	var hint []netip.Prefix
+	if a.Hints != nil {
+		hint = a.Hints.Load(req.Node)
+	}
+	var last *txn
 	err := a.retry(ctx, "assign "+req.Handle, func() (bool, error) {
-		done, err := a.assignOnce(ctx, rc, req, ip4, ip6, want4, want6, &out)
+		done, t, err := a.assignOnce(ctx, rc, req, ip4, ip6, want4, want6, hint, &out)
+		last = t
 		var p permanent
 		if errors.As(err, &p) && !rc.linearizable {
 			// The reads were serializable and may be stale (a member
@@ -195,24 +203,29 @@ func (a *Allocator) Assign(ctx context.Context, req AssignRequest) ([]HandleAddr
 		}
 		return done, err
 	})
+	if err == nil && a.Hints != nil && last != nil {
+		if blocks := sortedPrefixes(last.affs); !slices.Equal(blocks, hint) {
+			a.Hints.Save(req.Node, blocks)
+		}
+	}
 	return out, err
 }
 
 // assignOnce is one attempt of Assign.
-func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignRequest, ip4, ip6 []netip.Addr, want4, want6 bool, out *[]HandleAddr) (bool, error) {
-	t, err := a.begin(ctx, rc, req.Node, req.Handle)
+func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignRequest, ip4, ip6 []netip.Addr, want4, want6 bool, hint []netip.Prefix, out *[]HandleAddr) (bool, *txn, error) {
+	t, err := a.begin(ctx, rc, req.Node, req.Handle, hint)
 	if err != nil {
 		rc.reset()
-		return false, err
+		return false, nil, err
 	}
 	if t.handle != nil {
 		for _, ip := range append(ip4, ip6...) {
 			if !slices.ContainsFunc(t.handle.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
-				return false, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(t.handle.Addrs), ip)
+				return false, t, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(t.handle.Addrs), ip)
 			}
 		}
 		*out = t.handle.Addrs
-		return true, nil
+		return true, t, nil
 	}
 	var got []HandleAddr
 	for _, fam := range []struct {
@@ -231,12 +244,12 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 			continue
 		}
 		if err != nil {
-			return false, err
+			return false, t, err
 		}
 		got = append(got, ha)
 	}
 	if len(got) == 0 {
-		return false, perm("handle %q: nothing to assign (no family enabled and no ip requested)", req.Handle)
+		return false, t, perm("handle %q: nothing to assign (no family enabled and no ip requested)", req.Handle)
 	}
 	h := Handle{V: SchemaVersion, ID: req.Handle, Node: req.Node, Addrs: got, Attrs: req.Attrs}
 	ops := append(t.ops(), Op{Key: handleKey(req.Handle), Value: mustJSON(h), Rev: MustNotExist})
@@ -252,7 +265,7 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 	if ok {
 		*out = got
 	}
-	return ok, err
+	return ok, t, err
 }
 
 // errRetryNow reports a conflict whose attempt already has fresh values to

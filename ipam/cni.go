@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -89,6 +90,11 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 	}
 	a := New(store)
 	a.Log = p.Log
+	// Block hints live next to the nodename file, in the directory brindled
+	// owns; where it does not exist, ADD just makes one more round trip.
+	if dir := filepath.Dir(n.IPAM.NodenameFile); dirExists(dir) {
+		a.Hints = FileHints{Dir: dir}
+	}
 	// One deadline bounds the whole call, retries included, so an
 	// unreachable etcd fails the call instead of hanging the runtime.
 	ctx, cancel := context.WithTimeout(context.Background(), n.IPAM.Timeout)
@@ -262,6 +268,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		return types.NewError(ErrCodePluginNotAvailable, "brindle-ipam cannot assign addresses", err.Error())
 	}
 	return nil
+}
+
+func dirExists(d string) bool {
+	fi, err := os.Stat(d)
+	return err == nil && fi.IsDir()
 }
 
 // cniError gives unreachable etcd the "try again later" code, so the

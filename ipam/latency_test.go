@@ -57,7 +57,10 @@ func TestADDLatency(t *testing.T) {
 			"ranges": [][]map[string]string{{{"subnet": "10." + octet + ".0.0/16"}}}}
 	}
 	brindleIPAM := func(node string) map[string]any {
-		return map[string]any{"type": "brindle-ipam", "etcd_endpoints": s.Endpoint, "nodename": node}
+		// nodename_file names the directory brindled owns on a node, where
+		// brindle-ipam keeps its block hints.
+		return map[string]any{"type": "brindle-ipam", "etcd_endpoints": s.Endpoint, "nodename": node,
+			"nodename_file": filepath.Join(dir, "nodename")}
 	}
 	scenarios := []struct {
 		name string

@@ -43,16 +43,19 @@ type txn struct {
 }
 
 // begin reads, in one round trip, the handle, the node's claims, the IPAM
-// config, the pools and the node's labels; then, in a second, the node's blocks.
-func (a *Allocator) begin(ctx context.Context, r reader, node, handle string) (*txn, error) {
+// config, the pools, the node's labels and the blocks hinted at; then, in a
+// second round trip if the hint missed any, the rest of the node's blocks.
+func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hint []netip.Prefix) (*txn, error) {
 	gets := []Get{
 		{Key: nodeAffinityPrefix(node), Prefix: true},
 		{Key: configKey},
 		{Key: poolsPrefix, Prefix: true},
 		{Key: nodeKey(node)},
+		{Key: handleKey(handle)},
 	}
-	if handle != "" {
-		gets = append(gets, Get{Key: handleKey(handle)})
+	const hinted = 5
+	for _, c := range hint {
+		gets = append(gets, Get{Key: blockKey(c)})
 	}
 	res, err := r.Read(ctx, gets...)
 	if err != nil {
@@ -91,19 +94,31 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string) (*
 	if len(res[3]) > 0 {
 		t.labels = nodeLabels(res[3][0].Value)
 	}
-	if handle != "" && len(res[4]) > 0 {
+	if len(res[4]) > 0 {
 		var h Handle
 		if err := decode(res[4][0], &h); err != nil {
 			return nil, err
 		}
 		t.handle, t.handleRev = &h, res[4][0].ModRevision
 	}
-	if len(t.affs) > 0 {
-		var keys []netip.Prefix
-		for c := range t.affs {
-			keys = append(keys, c)
+	for i, c := range hint {
+		if t.affs[c] == nil {
+			continue // no longer this node's: the hint is out of date
 		}
-		if err := t.readBlocks(keys...); err != nil {
+		for _, kv := range res[hinted+i] {
+			if err := t.addBlock(kv); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var missing []netip.Prefix
+	for c := range t.affs {
+		if t.blocks[c] == nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		if err := t.readBlocks(missing...); err != nil {
 			return nil, err
 		}
 	}

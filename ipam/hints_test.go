@@ -1,0 +1,70 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+)
+
+// countingStore counts the round trips made to a real store.
+type countingStore struct {
+	Store
+	reads, commits atomic.Int32
+}
+
+func (c *countingStore) Read(ctx context.Context, gets ...Get) ([][]KV, error) {
+	c.reads.Add(1)
+	return c.Store.Read(ctx, gets...)
+}
+
+func (c *countingStore) Commit(ctx context.Context, ops ...Op) (bool, error) {
+	c.commits.Add(1)
+	return c.Store.Commit(ctx, ops...)
+}
+
+func TestAssignRoundTrips(t *testing.T) {
+	base, _ := newAllocOn(t, "http")
+	addPool(t, base, "default", "10.244.0.0/16", nil)
+	assign4(t, base, "n1", "first.eth0") // the node has a block now
+	cs := &countingStore{Store: base.Store}
+	a := New(cs) // no CommitOrGet: conflicts would re-read, and there are none here
+	a.Log = quietLog()
+
+	rt := func(handle string) (int32, int32) {
+		cs.reads.Store(0)
+		cs.commits.Store(0)
+		assign4(t, a, "n1", handle)
+		return cs.reads.Load(), cs.commits.Load()
+	}
+	if r, c := rt("no-hint.eth0"); r != 2 || c != 1 {
+		t.Fatalf("without hints: %d reads, %d commits; want 2 and 1", r, c)
+	}
+	dir := t.TempDir()
+	a.Hints = FileHints{Dir: dir}
+	rt("learn.eth0") // writes the hint
+	if got := (FileHints{Dir: dir}).Load("n1"); len(got) != 1 {
+		t.Fatalf("hint %v, want the node's one block", got)
+	}
+	if r, c := rt("hinted.eth0"); r != 1 || c != 1 {
+		t.Fatalf("with a hint: %d reads, %d commits; want 1 and 1", r, c)
+	}
+	// A wrong hint costs a read, never a wrong answer.
+	os.WriteFile(filepath.Join(dir, "ipam-blocks-n1"), []byte("10.99.0.0/26\n"), 0o644)
+	if r, _ := rt("stale-hint.eth0"); r != 2 {
+		t.Fatalf("with a stale hint: %d reads, want 2", r)
+	}
+	for i := range 3 {
+		h := fmt.Sprintf("after-%d.eth0", i)
+		ha := assign4(t, a, "n1", h)
+		if b, _ := readBlock(t, a, ha.Block); b.Affinity != "n1" {
+			t.Fatalf("%s from block of %q", ha.Addr, b.Affinity)
+		}
+	}
+	if got := (FileHints{Dir: dir}).Load("n1"); len(got) != 1 || got[0] == netip.MustParsePrefix("10.99.0.0/26") {
+		t.Fatalf("stale hint not replaced: %v", got)
+	}
+}
