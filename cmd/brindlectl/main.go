@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdclient"
 	"github.com/brindle-net/brindle/ipam"
@@ -28,6 +30,12 @@ commands:
   ipam check [-o json]           leaks, orphan endpoints, blocks of gone nodes
   ipam release [--dry-run]       release what check found
   ipam config [--strict-affinity=BOOL] [--max-blocks-per-host=N] [-o json]
+  node list [-o json]            registered nodes, their addresses, AS and blocks
+  node status [--addr A] [-o json]  this node's BGP sessions and routes (asks the local brindled)
+  node delete NAME               the node leaves: peers drop it and its routes
+  bgp apply -f FILE|-            BGPConfiguration and BGPPeer documents
+  bgp get [-o yaml|json]         the BGP configuration in force and the peers
+  bgp delete-peer NAME
 
 global flags (before the command):
   --etcd-endpoints  comma-separated URLs (env ETCD_ENDPOINTS, default http://127.0.0.1:2379)
@@ -38,6 +46,7 @@ global flags (before the command):
 // env is the settings shared by every command.
 type env struct {
 	out   io.Writer
+	cli   *clientv3.Client
 	alloc *ipam.Allocator
 	ctx   context.Context
 }
@@ -93,7 +102,7 @@ func run(args []string, out io.Writer) error {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	e := &env{out: out, alloc: ipam.New(etcdgrpc.New(cli)), ctx: ctx}
+	e := &env{out: out, cli: cli, alloc: ipam.New(etcdgrpc.New(cli)), ctx: ctx}
 	cmd := rest[0] + " " + rest[1]
 	sub := rest[2:]
 	switch cmd {
@@ -111,6 +120,18 @@ func run(args []string, out io.Writer) error {
 		return e.ipamRelease(sub)
 	case "ipam config":
 		return e.ipamConfig(sub)
+	case "node list":
+		return e.nodeList(sub)
+	case "node status":
+		return e.nodeStatus(sub)
+	case "node delete":
+		return e.nodeDelete(sub)
+	case "bgp apply":
+		return e.bgpApply(sub)
+	case "bgp get":
+		return e.bgpGet(sub)
+	case "bgp delete-peer":
+		return bgpPeerDelete(e, sub)
 	}
 	return usageError{fmt.Sprintf("unknown command %q", cmd)}
 }

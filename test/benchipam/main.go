@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -80,6 +81,13 @@ func run(d time.Duration, backend string, live int) error {
 		return fmt.Errorf("-backend %q: want http or grpc", backend)
 	}
 	a := ipam.New(st)
+	// Block hints as brindle-ipam keeps them on a node (there, next to the
+	// nodename file).
+	hints := filepath.Join(dir, "hints")
+	if err := os.Mkdir(hints, 0o755); err != nil {
+		return err
+	}
+	a.Hints = ipam.FileHints{Dir: hints}
 	a.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 	if _, err := a.ApplyPool(ctx, conf.IPPool{Metadata: conf.ObjectMeta{Name: "bench"}, Spec: conf.IPPoolSpec{CIDR: "10.0.0.0/8"}}); err != nil {

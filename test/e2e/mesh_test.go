@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,18 @@ func TestMeshReachability(t *testing.T) {
 	}
 	reachAll(t, nodes, ps, 5*time.Second)
 	logStatus(t, l)
+
+	// The operator's view: brindlectl on node-1.
+	out, err := l.Nodes[0].Ctl("node", "status")
+	if err != nil || strings.Count(out, "Established") != 2 || !strings.Contains(out, "(ready)") {
+		t.Errorf("brindlectl node status: err %v, want 2 Established sessions and ready:\n%s", err, out)
+	}
+	t.Logf("brindlectl node status on node-1:\n%s", out)
+	out, err = l.Nodes[0].Ctl("node", "list")
+	if err != nil || strings.Count(out, "198.19.1.") != 3 || strings.Count(out, "/26") != 3 {
+		t.Errorf("brindlectl node list: err %v, want 3 nodes with one /26 each:\n%s", err, out)
+	}
+	t.Logf("brindlectl node list:\n%s", out)
 }
 
 func logStatus(t *testing.T, l *lab.Lab) {

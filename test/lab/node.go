@@ -393,3 +393,16 @@ func (n *Node) diagnose() string {
 	b, _ := os.ReadFile(filepath.Join(n.lab.cfg.Dir, "etcd", "etcd.log"))
 	return string(out) + "etcd log:\n" + string(b)
 }
+
+// Ctl runs brindlectl on the node (in its namespace, against the lab's
+// etcd and the node's brindled) and returns its output.
+func (n *Node) Ctl(args ...string) (string, error) {
+	var out []byte
+	err := n.NS.Do(func(ns.NetNS) error {
+		cmd := exec.Command(filepath.Join(n.lab.cfg.BinDir, "brindlectl"), append([]string{"--etcd-endpoints", n.lab.EtcdURL}, args...)...)
+		var err error
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	return string(out), err
+}
