@@ -69,15 +69,13 @@ func DesiredPeers(self *conf.Node, nodes []conf.Node, cfg *conf.BGPConfiguration
 	return list
 }
 
-// ImportRanges are the prefixes a node accepts: inside an enabled pool,
-// from the pool's block size down to a single address.
+// ImportRanges are the prefixes a node accepts: inside a pool, from the
+// pool's block size down to a single address. A disabled pool counts: it
+// gives out no new addresses, but the pods it already has keep their routes.
 func ImportRanges(pools []conf.IPPool) []ImportRange {
 	var out []ImportRange
 	for i := range pools {
 		p := &pools[i]
-		if p.Spec.Disabled {
-			continue
-		}
 		pfx := p.Prefix()
 		if !pfx.IsValid() {
 			continue

@@ -9,11 +9,20 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 )
 
-// Names of the GoBGP objects that hold the import policy.
+// Names of the GoBGP objects that hold the import policy. A GoBGP prefix
+// set holds one address family, so there is one per family.
 const (
-	importSet    = "brindle-pools"
+	importSet4   = "brindle-pools-v4"
+	importSet6   = "brindle-pools-v6"
 	importPolicy = "brindle-import"
 )
+
+func (r ImportRange) set() string {
+	if r.Prefix.Addr().Is4() {
+		return importSet4
+	}
+	return importSet6
+}
 
 // ImportRange is a range of prefixes the node accepts from peers: inside
 // Prefix, with a length from MinLen to MaxLen.
@@ -37,14 +46,23 @@ func (r ImportRange) api() *api.Prefix {
 // prefixes in the brindle-pools set and rejects everything else: a default
 // route or another network's prefix from any peer never reaches the RIB.
 func (sp *Speaker) setupImportPolicy(ctx context.Context) error {
-	if err := sp.s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: importSet}}); err != nil {
-		return fmt.Errorf("import policy: defined set: %w", err)
-	}
+	// GoBGP runs the global import policy on locally originated paths too:
+	// the node's own exports are always let through.
 	policy := &api.Policy{Name: importPolicy, Statements: []*api.Statement{{
-		Name:       importPolicy + "-accept",
-		Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: importSet}},
+		Name:       importPolicy + "-local",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 	}}}
+	for _, set := range []string{importSet4, importSet6} {
+		if err := sp.s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: set}}); err != nil {
+			return fmt.Errorf("import policy: defined set %s: %w", set, err)
+		}
+		policy.Statements = append(policy.Statements, &api.Statement{
+			Name:       set + "-accept",
+			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: set}},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		})
+	}
 	if err := sp.s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: policy, ReferExistingStatements: false}); err != nil {
 		return fmt.Errorf("import policy: %w", err)
 	}
@@ -66,29 +84,30 @@ func (sp *Speaker) SetImportRanges(ctx context.Context, want []ImportRange) erro
 	for _, r := range want {
 		wantKeys[r.key()] = r
 	}
-	var add, del []*api.Prefix
+	add := map[string][]*api.Prefix{}
+	del := map[string][]*api.Prefix{}
 	for k, r := range wantKeys {
 		if _, ok := sp.ranges[k]; !ok {
-			add = append(add, r.api())
+			add[r.set()] = append(add[r.set()], r.api())
 		}
 	}
 	for k, r := range sp.ranges {
 		if _, ok := wantKeys[k]; !ok {
-			del = append(del, r.api())
+			del[r.set()] = append(del[r.set()], r.api())
 		}
 	}
 	if len(add) == 0 && len(del) == 0 {
 		return nil
 	}
 	var errs []error
-	if len(add) > 0 {
-		if err := sp.s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: importSet, Prefixes: add}}); err != nil {
-			errs = append(errs, fmt.Errorf("import ranges: add: %w", err))
+	for set, ps := range add {
+		if err := sp.s.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: set, Prefixes: ps}}); err != nil {
+			errs = append(errs, fmt.Errorf("import ranges: add to %s: %w", set, err))
 		}
 	}
-	if len(del) > 0 {
-		if err := sp.s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: importSet, Prefixes: del}, All: false}); err != nil {
-			errs = append(errs, fmt.Errorf("import ranges: delete: %w", err))
+	for set, ps := range del {
+		if err := sp.s.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: set, Prefixes: ps}, All: false}); err != nil {
+			errs = append(errs, fmt.Errorf("import ranges: delete from %s: %w", set, err))
 		}
 	}
 	sp.ranges = wantKeys

@@ -34,8 +34,11 @@ type PeerSpec struct {
 	ClusterID string
 	// Name is the node or BGPPeer the session is for (for status and logs).
 	Name string
-	// Kind is "mesh", "rr" (to or from a route reflector) or "external".
+	// Kind is "mesh", "rr" (to a reflector), "rr-client" (of this
+	// reflector) or "bgppeer".
 	Kind string
+	// LocalAddress, when set, is the session's source address.
+	LocalAddress netip.Addr
 }
 
 // Path is a best path learned from a peer.
@@ -247,6 +250,9 @@ func (sp *Speaker) apiPeer(w PeerSpec) *api.Peer {
 			// peered in about a second rather than GoBGP's default 120 s.
 			ConnectRetry: 1, HoldTime: 9, KeepaliveInterval: 3, IdleHoldTimeAfterReset: 1,
 		}},
+	}
+	if w.LocalAddress.IsValid() {
+		p.Transport.LocalAddress = w.LocalAddress.String()
 	}
 	if w.MultihopTTL > 1 {
 		p.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(w.MultihopTTL)}

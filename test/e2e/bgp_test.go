@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -178,4 +180,60 @@ func allRoutes(t *testing.T, n *lab.Node) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// TestRouteSyncMendsDrift: a brindle route deleted by hand comes back at
+// once; a route of another protocol in the same range is never touched;
+// /metrics shows the sessions and routes.
+func TestRouteSyncMendsDrift(t *testing.T) {
+	l := newLab(t, lab.Config{Nodes: 2})
+	ctx := t.Context()
+	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Nodes[1].AddPod(ctx, "far"); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := l.Nodes[1].Status(ctx)
+	block := st.Blocks[0]
+	n := l.Nodes[0]
+	waitRoutes(t, n, 5*time.Second, "route to "+block, func(rs []string) bool { return hasPrefix(rs, block) })
+	run := func(args ...string) string {
+		var out []byte
+		err := n.NS.Do(func(ns.NetNS) (err error) {
+			out, err = exec.Command(args[0], args[1:]...).CombinedOutput()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	// Someone else's route, of protocol static, inside the pool.
+	run("ip", "route", "add", "10.244.250.0/24", "via", "198.19.1.254", "proto", "static")
+	start := time.Now()
+	run("ip", "route", "del", block)
+	waitRoutes(t, n, 2*time.Second, "route to "+block+" restored", func(rs []string) bool { return hasPrefix(rs, block) })
+	t.Logf("route deleted by hand restored in %s", time.Since(start).Round(time.Millisecond))
+	// A resync (forced by another change) leaves the foreign route alone.
+	if _, err := l.Nodes[1].AddPod(ctx, "far2"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if out := run("ip", "route", "show", "10.244.250.0/24"); !strings.Contains(out, "proto static") {
+		t.Errorf("foreign route gone or changed: %q", out)
+	}
+
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+lab.HealthAddr+"/metrics", nil)
+	res, err := n.HTTP().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, want := range []string{`brindle_bgp_peers{state="Established"} 1`, "brindle_routes_installed 1", "brindle_blocks 0", "brindle_route_sync_duration_seconds_count"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
