@@ -17,7 +17,7 @@ TESTBINS  := ./test/lab/labetcd
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins test lint demo bench-cni clean
+.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp clean
 
 all: build
 
@@ -52,8 +52,19 @@ lint:
 demo: build refplugins
 	$(GO) run ./test/demo -bin $(abspath $(BIN))
 
-bench-cni: build refplugins
+bench-cni: build refplugins testbins
 	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
+
+# IPAM allocations/s (1, 8, 32 workers; 1 and 10 nodes; real etcd), then
+# ADD p50 of brindle + brindle-ipam against ptp + host-local.
+bench-ipam: build refplugins testbins
+	$(GO) run ./test/benchipam
+	BRINDLE_BIN_DIR=$(abspath $(BIN)) BRINDLE_LATENCY=1 $(GO) test -count=1 -run '^TestADDLatency$$' -v ./ipam
+
+# Convergence (claim -> route on every other node, 3 and 10 nodes), 10,000
+# routes (route sync, and end to end from BIRD), brindled memory.
+bench-bgp: build testbins
+	$(GO) run ./test/benchbgp -bin $(abspath $(BIN))
 
 clean:
 	rm -rf $(BIN)
