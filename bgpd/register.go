@@ -65,14 +65,62 @@ func DetectIPv4(spec string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// linkIPv4 returns want's prefix on the link, or its first global IPv4
-// address when want is not set.
+// DetectIPv6 finds the node's IPv6 address with its subnet from spec:
+// "none" (no IPv6), "autodetect" (the global address of the interface
+// holding the IPv6 default route, or none if there is no such route),
+// "can-reach=ADDR", "interface=NAME", or an address with prefix length.
+func DetectIPv6(spec string) (netip.Prefix, error) {
+	switch {
+	case spec == "" || spec == "none":
+		return netip.Prefix{}, nil
+	case spec == "autodetect":
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return netip.Prefix{}, fmt.Errorf("list IPv6 routes: %w", err)
+		}
+		for _, r := range routes {
+			if (r.Dst == nil || prefixOf(r.Dst, netlink.FAMILY_V6).Bits() == 0) && r.LinkIndex > 0 {
+				return linkAddr(r.LinkIndex, netip.Addr{}, netlink.FAMILY_V6)
+			}
+		}
+		return netip.Prefix{}, nil
+	case strings.HasPrefix(spec, "can-reach="):
+		dst, err := netip.ParseAddr(strings.TrimPrefix(spec, "can-reach="))
+		if err != nil || !dst.Is6() {
+			return netip.Prefix{}, fmt.Errorf("--ip6 %s: want an IPv6 address", spec)
+		}
+		rs, err := netlink.RouteGet(net.IP(dst.AsSlice()))
+		if err != nil || len(rs) == 0 {
+			return netip.Prefix{}, fmt.Errorf("--ip6 %s: no route: %v", spec, err)
+		}
+		src, _ := netip.AddrFromSlice(rs[0].Src)
+		return linkAddr(rs[0].LinkIndex, src, netlink.FAMILY_V6)
+	case strings.HasPrefix(spec, "interface="):
+		l, err := netlink.LinkByName(strings.TrimPrefix(spec, "interface="))
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("--ip6 %s: %w", spec, err)
+		}
+		return linkAddr(l.Attrs().Index, netip.Addr{}, netlink.FAMILY_V6)
+	}
+	p, err := netip.ParsePrefix(spec)
+	if err != nil || !p.Addr().Is6() {
+		return netip.Prefix{}, fmt.Errorf("--ip6 %q: want none, autodetect, can-reach=ADDR, interface=NAME or an IPv6 ADDR/LEN", spec)
+	}
+	return p, nil
+}
+
 func linkIPv4(index int, want netip.Addr) (netip.Prefix, error) {
+	return linkAddr(index, want, netlink.FAMILY_V4)
+}
+
+// linkAddr returns want's prefix on the link, or its first global address
+// of the family when want is not set.
+func linkAddr(index int, want netip.Addr, family int) (netip.Prefix, error) {
 	l, err := netlink.LinkByIndex(index)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := netlink.AddrList(l, family)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
@@ -84,7 +132,7 @@ func linkIPv4(index int, want netip.Addr) (netip.Prefix, error) {
 			return netip.PrefixFrom(ip, ones), nil
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("interface %s has no matching IPv4 address", l.Attrs().Name)
+	return netip.Prefix{}, fmt.Errorf("interface %s has no matching global address", l.Attrs().Name)
 }
 
 // Register writes the node's record, keeping what an operator stored that

@@ -9,6 +9,9 @@ declare -A need=(
   [ip]=iproute2          # the lab and troubleshooting docs
   [iptables]=iptables    # the reference portmap plugin in the chaining test
   [nft]=nftables         # inspecting brindle's NAT table
+  [bird]=bird2           # the independent BGP peer in the e2e tests and bench-bgp
+  [birdc]=bird2
+  [ss]=iproute2
 )
 missing=()
 for cmd in "${!need[@]}"; do

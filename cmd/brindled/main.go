@@ -29,11 +29,11 @@ import (
 )
 
 type flags struct {
-	nodename, nodenameFile, ip, rrCluster, labels, listen, logLevel string
-	asn                                                             uint
-	etcd                                                            conf.EtcdConfig
-	resync, holdMax                                                 time.Duration
-	deregister                                                      bool
+	nodename, nodenameFile, ip, ip6, rrCluster, labels, listen, logLevel string
+	asn                                                                  uint
+	etcd                                                                 conf.EtcdConfig
+	resync, holdMax                                                      time.Duration
+	deregister                                                           bool
 }
 
 func main() {
@@ -42,6 +42,7 @@ func main() {
 	flag.StringVar(&f.nodename, "nodename", os.Getenv("NODENAME"), "node name (default $NODENAME, else the hostname)")
 	flag.StringVar(&f.nodenameFile, "nodename-file", "/var/lib/brindle/nodename", "where to write the node name for the CNI plugins")
 	flag.StringVar(&f.ip, "ip", envOr("IP", "autodetect"), "node IPv4 address/len, or autodetect, can-reach=ADDR, interface=NAME")
+	flag.StringVar(&f.ip6, "ip6", envOr("IP6", "autodetect"), "node IPv6 address/len, or none, autodetect (if there is an IPv6 default route), can-reach=ADDR, interface=NAME")
 	flag.UintVar(&f.asn, "as-number", 0, "this node's AS number (default: the cluster's, bgp/config)")
 	flag.StringVar(&f.rrCluster, "route-reflector-cluster-id", "", "make this node a route reflector with this cluster ID (mesh off)")
 	flag.StringVar(&f.labels, "labels", "", "node labels, k=v,k2=v2 (pools and BGP peers select nodes by them)")
@@ -96,6 +97,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	addr6, err := bgpd.DetectIPv6(f.ip6)
+	if err != nil {
+		return err
+	}
 	labels, err := parseLabels(f.labels)
 	if err != nil {
 		return err
@@ -107,7 +112,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	defer cli.Close()
 
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	node, err := bgpd.Register(rctx, cli, conf.Node{Name: name, IPv4Address: addr.String(), ASNumber: uint32(f.asn),
+	v6 := ""
+	if addr6.IsValid() {
+		v6 = addr6.String()
+	}
+	node, err := bgpd.Register(rctx, cli, conf.Node{Name: name, IPv4Address: addr.String(), IPv6Address: v6, ASNumber: uint32(f.asn),
 		RouteReflectorClusterID: f.rrCluster, Labels: labels})
 	cancel()
 	if err != nil {
@@ -116,7 +125,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := bgpd.WriteNodename(f.nodenameFile, name); err != nil {
 		return fmt.Errorf("write %s: %w", f.nodenameFile, err)
 	}
-	log.Info("node registered", "ipv4", node.IPv4Address, "version", buildinfo.Version)
+	log.Info("node registered", "ipv4", node.IPv4Address, "ipv6", node.IPv6Address, "version", buildinfo.Version)
 
 	// A node routes for its pods: forwarding on in both families.
 	for _, s := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {

@@ -58,3 +58,33 @@ func logStatus(t *testing.T, l *lab.Lab) {
 		t.Logf("%s: exports %v blocks %v routes %v errors %v", n.Name, st.Exports, st.Blocks, st.Routes, st.Errors)
 	}
 }
+
+// TestDualStackAcrossNodes: with an IPv6 pool, blocks of both families
+// go over the same (IPv4) sessions, and pods reach each other over IPv6
+// across nodes as over IPv4.
+func TestDualStackAcrossNodes(t *testing.T) {
+	l := newLab(t, lab.Config{Nodes: 3, IPv6: true})
+	ctx := t.Context()
+	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var v4, v6 []endpoint
+	for _, n := range l.Nodes {
+		p, err := n.AddPod(ctx, n.Name+"-ds")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Addr6.IsValid() {
+			t.Fatalf("%s got no IPv6 address", p.Name)
+		}
+		v4 = append(v4, endpoint{p.Name, p.NS, p.Addr})
+		v6 = append(v6, endpoint{p.Name, p.NS, p.Addr6})
+	}
+	reachAll(t, v4, v4, 5*time.Second)
+	reachAll(t, v6, v6, 5*time.Second)
+	st, _ := l.Nodes[0].Status(ctx)
+	t.Logf("node-1 routes: %v", st.Routes)
+	if len(st.Routes) != 6 {
+		t.Errorf("node-1 routes %v; want a blackhole and two remote blocks per family", st.Routes)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
 	"github.com/brindle-net/brindle/conf"
@@ -47,6 +48,9 @@ type Config struct {
 	Pools []conf.IPPool
 	// BGP, when set, is stored as bgp/config before the daemons start.
 	BGP *conf.BGPConfiguration
+	// IPv6 gives the underlay and the nodes IPv6 addresses too, adds an
+	// IPv6 pool (fd00:244::/48) and makes pods dual-stack.
+	IPv6 bool
 	// DaemonArgs are extra brindled flags for every node.
 	DaemonArgs []string
 	// Log receives progress lines; nil discards them.
@@ -97,6 +101,9 @@ func New(ctx context.Context, cfg Config) (_ *Lab, retErr error) {
 	}
 	if len(cfg.Pools) == 0 {
 		cfg.Pools = []conf.IPPool{DefaultPool()}
+		if cfg.IPv6 {
+			cfg.Pools = append(cfg.Pools, DefaultPool6())
+		}
 	}
 	l := &Lab{cfg: cfg}
 	defer func() {
@@ -140,8 +147,20 @@ func New(ctx context.Context, cfg Config) (_ *Lab, retErr error) {
 	return l, nil
 }
 
+// DefaultPool6 is the IPv6 pool of a lab with IPv6.
+func DefaultPool6() conf.IPPool {
+	p := conf.IPPool{Metadata: conf.ObjectMeta{Name: "default-ipv6"}, Spec: conf.IPPoolSpec{CIDR: "fd00:244::/48"}}
+	p.Default()
+	return p
+}
+
 func gateway(subnet int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 19, byte(subnet + 1), 254})
+}
+
+// gateway6 is the router's IPv6 address on a subnet.
+func gateway6(subnet int) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("fd00:198:19:%d::fe", subnet+1))
 }
 
 // buildUnderlay makes the bridges, with the router's address on each, and
@@ -159,9 +178,17 @@ func (l *Lab) buildUnderlay() error {
 			if err := addAddr(br.Name, netip.PrefixFrom(gateway(s), 24)); err != nil {
 				return err
 			}
+			if l.cfg.IPv6 {
+				if err := addAddr(br.Name, netip.PrefixFrom(gateway6(s), 64)); err != nil {
+					return err
+				}
+			}
 			if err := linkUp(br.Name); err != nil {
 				return err
 			}
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644); err != nil {
+			return err
 		}
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	})
@@ -302,7 +329,11 @@ func addAddr(name string, p netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	return netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}})
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return netlink.AddrAdd(link, a)
 }
 
 var errStopped = errors.New("brindled is not running")

@@ -37,6 +37,7 @@ type Node struct {
 	Name   string
 	NS     ns.NetNS
 	Addr   netip.Prefix
+	Addr6  netip.Prefix // valid in an IPv6 lab
 	Subnet int
 	dir    string
 	cni    *libcni.CNIConfig
@@ -54,6 +55,7 @@ type Pod struct {
 	Name     string
 	NS       ns.NetNS
 	Addr     netip.Addr
+	Addr6    netip.Addr // valid in an IPv6 lab
 	HostVeth string
 	rt       *libcni.RuntimeConf
 	// cleanup detaches the pod (if still attached) and removes its netns.
@@ -68,6 +70,9 @@ func (l *Lab) addNode(i int) (*Node, error) {
 	}
 	addr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(subnet + 1), byte(11 + i)}), 24)
 	n := &Node{lab: l, Name: fmt.Sprintf("node-%d", i+1), Addr: addr, Subnet: subnet, pods: map[string]*Pod{}}
+	if l.cfg.IPv6 {
+		n.Addr6 = netip.MustParsePrefix(fmt.Sprintf("fd00:198:19:%d::%x/64", subnet+1, 11+i))
+	}
 	n.dir = filepath.Join(l.cfg.Dir, n.Name)
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return nil, err
@@ -111,6 +116,14 @@ func (l *Lab) addNode(i int) (*Node, error) {
 			return err
 		}
 		eth0, _ := netlink.LinkByName("eth0")
+		if n.Addr6.IsValid() {
+			if err := addAddr("eth0", n.Addr6); err != nil {
+				return err
+			}
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gateway6(subnet).AsSlice()}); err != nil {
+				return fmt.Errorf("IPv6 default route: %w", err)
+			}
+		}
 		// A default route: proxy ARP answers for 169.254.1.1 only when
 		// the node routes it elsewhere.
 		return netlink.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gateway(subnet).AsSlice()})
@@ -121,7 +134,7 @@ func (l *Lab) addNode(i int) (*Node, error) {
 	n.cni = testenv.NewCNIConfig(l.cfg.BinDir, filepath.Join(n.dir, "cni-cache"))
 	conflist, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "k8s-pod-network", "plugins": []any{map[string]any{
 		"type": "brindle", "logFile": filepath.Join(n.dir, "cni.log"), "logLevel": "debug",
-		"ipam": map[string]any{"type": "brindle-ipam", "etcd_endpoints": l.EtcdURL, "nodename_file": n.nodenameFile()},
+		"ipam": map[string]any{"type": "brindle-ipam", "etcd_endpoints": l.EtcdURL, "nodename_file": n.nodenameFile(), "assign_ipv6": l.cfg.IPv6},
 	}}})
 	if n.list, err = libcni.NetworkConfFromBytes(conflist); err != nil {
 		return nil, err
@@ -330,8 +343,14 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 		b, _ := os.ReadFile(filepath.Join(n.dir, "cni.log"))
 		return nil, fmt.Errorf("%s: ADD %s: %w\n%s", n.Name, name, err, tail(string(b), 2000))
 	}
-	p.Addr, _ = netip.AddrFromSlice(res.IPs[0].Address.IP)
-	p.Addr = p.Addr.Unmap()
+	for _, ipc := range res.IPs {
+		a, _ := netip.AddrFromSlice(ipc.Address.IP)
+		if a = a.Unmap(); a.Is4() {
+			p.Addr = a
+		} else {
+			p.Addr6 = a
+		}
+	}
 	p.cleanup = func() {
 		_ = n.NS.Do(func(ns.NetNS) error { return n.cni.DelNetworkList(context.Background(), n.list, p.rt) })
 		cleanup()
