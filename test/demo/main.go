@@ -1,57 +1,61 @@
-// Command demo shows brindle's dataplane on one host: it makes a host
-// network namespace, attaches two pods through the real `brindle` plugin
-// (driven by libcni, as containerd drives it), prints what it made, proves
-// reachability by ping and removes everything again. Run it as root:
-//
-//	make demo
+// Command demo shows brindle end to end on one machine: it builds the lab
+// (3 nodes as network namespaces on an underlay, etcd, one real brindled
+// per node speaking BGP), attaches 2 pods per node through the real
+// brindle + brindle-ipam binaries, prints the pods, a reachability matrix
+// measured by ping and one node's BGP sessions and routes, and removes
+// everything again. Run it as root: make demo.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
-	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
+	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/brindle-net/brindle/internal/testenv"
-	"github.com/brindle-net/brindle/plugins/routed"
+	"github.com/brindle-net/brindle/test/lab"
 )
 
 func main() {
-	bin := flag.String("bin", "", "directory with the built brindle binary and reference plugins (default: build them)")
+	bin := flag.String("bin", "", "directory with the built binaries (default: build them)")
+	nodes := flag.Int("nodes", 3, "nodes in the lab")
+	perNode := flag.Int("pods", 2, "pods per node")
 	flag.Parse()
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces and veths; run `sudo make demo`")
+		fmt.Fprintln(os.Stderr, "demo: needs root to create network namespaces, veths and routes; run `sudo make demo`")
 		os.Exit(2)
 	}
-	if err := run(*bin); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	if err := run(ctx, *bin, *nodes, *perNode); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
-}
-
-type pod struct {
-	name, veth string
-	ns         ns.NetNS
-	addr       netip.Addr
-	rt         *libcni.RuntimeConf
+	step("done in %s", time.Since(start).Round(100*time.Millisecond))
 }
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func run(bin string) error {
+type endpoint struct {
+	name string
+	ns   ns.NetNS
+	addr netip.Addr
+}
+
+func run(ctx context.Context, bin string, nodes, perNode int) error {
 	if bin == "" {
-		step("building brindle and the reference plugins")
-		d, err := testenv.Build([]string{"brindle"})
+		step("building brindle, brindle-ipam, brindled, brindlectl")
+		d, err := testenv.Build(nil)
 		if err != nil {
 			return err
 		}
@@ -64,132 +68,106 @@ func run(bin string) error {
 	}
 	defer os.RemoveAll(dir)
 
-	step("creating a host namespace (198.18.0.2, default route via a 'world' namespace)")
-	host, cleanup, err := testenv.CreateHost()
+	step("starting the lab: %d nodes on 198.19.1.0/24, etcd on the underlay, a brindled (BGP, AS 64512, full mesh) per node", nodes)
+	l, err := lab.New(ctx, lab.Config{Nodes: nodes, BinDir: bin, Dir: dir, Log: os.Stdout})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		step("tearing down namespaces")
-		cleanup()
+		step("tearing down: pods (CNI DEL), daemons, namespaces")
+		l.Close()
 	}()
-
-	conf, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "demo", "plugins": []any{map[string]any{
-		"type": "brindle", "logFile": filepath.Join(dir, "cni.log"),
-		"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(dir, "ipam"), "ranges": [][]map[string]string{{{"subnet": "10.244.7.0/24"}}}},
-	}}})
-	list, err := libcni.NetworkConfFromBytes(conf)
-	if err != nil {
+	step("waiting for every BGP session to be Established")
+	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
 		return err
 	}
-	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
-	inHost := func(f func() error) error { return host.NS.Do(func(ns.NetNS) error { return f() }) }
 
-	var pods []*pod
-	for _, name := range []string{"frontend", "backend"} {
-		n, c, err := testenv.CreateNS()
-		if err != nil {
-			return err
-		}
-		defer c()
-		p := &pod{name: name, ns: n, veth: routed.HostVethName("demo", name, ""), rt: &libcni.RuntimeConf{
-			ContainerID: "demo-" + name, NetNS: n.Path(), IfName: "eth0",
-			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "demo"}, {"K8S_POD_NAME", name}},
-		}}
-		step("CNI ADD demo/%s", name)
-		var res *current.Result
-		err = inHost(func() error {
-			r, err := cni.AddNetworkList(context.Background(), list, p.rt)
+	var pods []endpoint
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tPOD\tADDRESS\tHOST VETH")
+	for _, n := range l.Nodes {
+		for i := range perNode {
+			name := fmt.Sprintf("web-%s-%d", n.Name[len("node-"):], i)
+			step("CNI ADD default/%s on %s", name, n.Name)
+			p, err := n.AddPod(ctx, name)
 			if err != nil {
 				return err
 			}
-			res, err = current.NewResultFromResult(r)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("ADD %s: %w", name, err)
+			fmt.Fprintf(w, "%s\t%s\t%s/32\t%s\n", n.Name, p.Name, p.Addr, p.HostVeth)
+			pods = append(pods, endpoint{p.Name, p.NS, p.Addr})
 		}
-		p.addr, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-		pods = append(pods, p)
 	}
-	defer func() {
-		for _, p := range pods {
-			step("CNI DEL demo/%s", p.name)
-			if err := inHost(func() error { return cni.DelNetworkList(context.Background(), list, p.rt) }); err != nil {
-				fmt.Fprintf(os.Stderr, "DEL %s: %v\n", p.name, err)
-			}
-		}
-	}()
-
 	fmt.Println()
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "POD\tADDRESS\tHOST VETH\tPOD ROUTES")
-	for _, p := range pods {
-		var routes []string
-		_ = p.ns.Do(func(ns.NetNS) error {
-			rs, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
-			for _, r := range rs {
-				if r.Gw != nil {
-					routes = append(routes, "default via "+r.Gw.String())
-				} else {
-					routes = append(routes, r.Dst.String()+" scope link")
-				}
-			}
-			return nil
-		})
-		fmt.Fprintf(w, "demo/%s\t%s/32\t%s\t%s\n", p.name, p.addr, p.veth, strings.Join(routes, ", "))
-	}
 	w.Flush()
 
-	fmt.Println("\nhost routes to pods:")
-	_ = inHost(func() error {
-		rs, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
-		for _, r := range rs {
-			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && strings.HasPrefix(l.Attrs().Name, routed.VethPrefix) {
-				fmt.Printf("  %s dev %s scope link\n", r.Dst, l.Attrs().Name)
-			}
-		}
-		return nil
-	})
+	fmt.Println("\nreachability, by ping (rows ping columns):")
+	ends := pods
+	for _, n := range l.Nodes {
+		ends = append(ends, endpoint{n.Name, n.NS, n.Addr.Addr()})
+	}
+	failed, total := matrix(pods, ends)
+	fmt.Println()
 
-	fmt.Println("\nreachability (ping):")
-	type end struct {
-		name string
-		ns   ns.NetNS
-		addr netip.Addr
+	step("node-1 as the operator sees it: brindlectl node status")
+	out, err := l.Nodes[0].Ctl("node", "status")
+	fmt.Print(out)
+	if err != nil {
+		return fmt.Errorf("brindlectl node status: %w", err)
 	}
-	ends := []end{{"host", host.NS, host.Addr}}
-	for _, p := range pods {
-		ends = append(ends, end{p.name, p.ns, p.addr})
+	fmt.Println()
+	step("the pool and its blocks: brindlectl ipam show")
+	out, err = l.Nodes[0].Ctl("ipam", "show")
+	fmt.Print(out)
+	if err != nil {
+		return fmt.Errorf("brindlectl ipam show: %w", err)
 	}
-	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprint(w, "from \\ to")
-	for _, e := range ends {
-		fmt.Fprintf(w, "\t%s", e.name)
+	fmt.Printf("\nlogs of this run were in %s (removed at exit)\n", filepath.Join(dir))
+	if failed > 0 {
+		return fmt.Errorf("%d of %d pairs unreachable", failed, total)
+	}
+	step("all %d pairs reachable", total)
+	return nil
+}
+
+// matrix pings from every pod to every pod and node, in parallel by row,
+// and prints the result; it returns the failures and the pairs tried.
+func matrix(froms, tos []endpoint) (failed, total int) {
+	res := make([][]bool, len(froms))
+	var wg sync.WaitGroup
+	for i, f := range froms {
+		res[i] = make([]bool, len(tos))
+		wg.Go(func() {
+			for j, t := range tos {
+				if f.addr != t.addr {
+					res[i][j] = testenv.Ping(f.ns, t.addr, 3) == nil
+				}
+			}
+		})
+	}
+	wg.Wait()
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', 0)
+	fmt.Fprint(w, "\t")
+	for _, t := range tos {
+		fmt.Fprintf(w, "%s\t", t.name)
 	}
 	fmt.Fprintln(w)
-	failed := 0
-	for _, from := range ends {
-		fmt.Fprint(w, from.name)
-		for _, to := range ends {
-			if from.name == to.name {
-				fmt.Fprint(w, "\t-")
-				continue
-			}
-			if err := testenv.Ping(from.ns, to.addr, 3); err != nil {
+	for i, f := range froms {
+		fmt.Fprintf(w, "%s\t", f.name)
+		for j, t := range tos {
+			switch {
+			case f.addr == t.addr:
+				fmt.Fprint(w, "-\t")
+			case res[i][j]:
+				total++
+				fmt.Fprint(w, "ok\t")
+			default:
+				total++
 				failed++
-				fmt.Fprint(w, "\tFAIL")
-			} else {
-				fmt.Fprint(w, "\tok")
+				fmt.Fprint(w, "FAIL\t")
 			}
 		}
 		fmt.Fprintln(w)
 	}
 	w.Flush()
-	fmt.Println()
-	if failed > 0 {
-		return fmt.Errorf("%d of %d pairs unreachable", failed, len(ends)*(len(ends)-1))
-	}
-	step("all %d pairs reachable", len(ends)*(len(ends)-1))
-	return nil
+	return failed, total
 }
