@@ -6,10 +6,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +25,10 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/test/lab"
 )
 
 // scenario is one plugin pair under test.
@@ -35,12 +42,21 @@ func hostLocal(dir, subnet string) map[string]any {
 	return map[string]any{"type": "host-local", "dataDir": filepath.Join(dir, "ipam"), "ranges": [][]map[string]string{{{"subnet": subnet}}}}
 }
 
+// etcdURL is the bench's etcd, for brindle-ipam; set in run.
+var etcdURL string
+
 var scenarios = []scenario{
 	{name: "ptp + host-local", conf: func(dir string) map[string]any {
 		return map[string]any{"type": "ptp", "ipMasq": false, "ipam": hostLocal(dir, "10.250.0.0/16")}
 	}},
 	{name: "brindle + host-local", conf: func(dir string) map[string]any {
 		return map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "ipam": hostLocal(dir, "10.251.0.0/16")}
+	}},
+	{name: "brindle + brindle-ipam", conf: func(dir string) map[string]any {
+		return map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "ipam": map[string]any{
+			"type": "brindle-ipam", "etcd_endpoints": etcdURL, "nodename": "bench-node",
+			// The block hint lives next to the nodename file.
+			"nodename_file": filepath.Join(dir, "nodename")}}
 	}},
 }
 
@@ -64,7 +80,7 @@ func main() {
 func run(pods, rounds int, bin string) error {
 	if bin == "" {
 		fmt.Fprintln(os.Stderr, "building brindle and the reference plugins ...")
-		d, err := testenv.Build([]string{"brindle"})
+		d, err := testenv.Build([]string{"brindle", "brindle-ipam"})
 		if err != nil {
 			return err
 		}
@@ -76,6 +92,11 @@ func run(pods, rounds int, bin string) error {
 		return err
 	}
 	defer cleanup()
+	stopEtcd, err := startEtcd(host, bin)
+	if err != nil {
+		return err
+	}
+	defer stopEtcd()
 
 	// One unrecorded run of each warms the page cache and the kernel's
 	// slab caches, so the first scenario measured is not penalised.
@@ -250,4 +271,49 @@ func ratio(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// startEtcd runs etcd (labetcd) inside the host namespace on the host's
+// address, so brindle-ipam reaches it the way it reaches a cluster's etcd,
+// and stores one pool.
+func startEtcd(host *testenv.Host, bin string) (func(), error) {
+	dir, err := os.MkdirTemp("", "benchcni-etcd-")
+	if err != nil {
+		return nil, err
+	}
+	stop, url, err := lab.StartEtcd(host.NS, bin, dir, host.Addr.String())
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	etcdURL = url
+	pool := conf.IPPool{Metadata: conf.ObjectMeta{Name: "bench"}, Spec: conf.IPPoolSpec{CIDR: "10.252.0.0/16"}}
+	pool.Default()
+	b, _ := conf.MarshalPool(pool)
+	// The JSON gateway, as brindle-ipam speaks it: a plain HTTP put, dialled
+	// from inside the host namespace (net/http dials on another goroutine).
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		err = host.NS.Do(func(ns.NetNS) error {
+			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}}}
+	body, _ := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(ipam.Prefix + "ippools/bench")),
+		"value": base64.StdEncoding.EncodeToString(b),
+	})
+	res, err := client.Post(url+"/v3/kv/put", "application/json", bytes.NewReader(body))
+	if err == nil {
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			err = fmt.Errorf("put pool: %s", res.Status)
+		}
+	}
+	if err != nil {
+		stop()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return func() { stop(); os.RemoveAll(dir) }, nil
 }

@@ -15,9 +15,10 @@ import (
 	"github.com/brindle-net/brindle/internal/testenv"
 )
 
-// startEtcd runs labetcd (an embedded etcd in a process of its own) in the
-// calling thread's network namespace, listening on host.
-func startEtcd(n ns.NetNS, bin, dir, host string) (stop func(), endpoint string, err error) {
+// StartEtcd runs labetcd (an embedded etcd in a process of its own) in the
+// network namespace n, listening on host; it prints its client URL, which
+// StartEtcd returns.
+func StartEtcd(n ns.NetNS, bin, dir, host string) (stop func(), endpoint string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", err
 	}

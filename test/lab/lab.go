@@ -199,7 +199,7 @@ func (l *Lab) buildUnderlay() error {
 // that namespace.
 func (l *Lab) startEtcd() error {
 	host := gateway(0).String()
-	stop, url, err := startEtcd(l.Underlay, l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
+	stop, url, err := StartEtcd(l.Underlay, l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
