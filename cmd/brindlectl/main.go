@@ -36,6 +36,9 @@ commands:
   bgp apply -f FILE|-            BGPConfiguration and BGPPeer documents
   bgp get [-o yaml|json]         the BGP configuration in force and the peers
   bgp delete-peer NAME
+  install-cni [--bin-dir D] [--net-dir D] [--template F] [--mtu N] [--nodename N] ...
+                                 put brindle's CNI binaries and network config on
+                                 this host (the DaemonSet's init container; no etcd)
 
 global flags (before the command):
   --etcd-endpoints  comma-separated URLs (env ETCD_ENDPOINTS, default http://127.0.0.1:2379)
@@ -86,14 +89,19 @@ func run(args []string, out io.Writer) error {
 		return usageError{err.Error()}
 	}
 	rest := fs.Args()
-	if len(rest) < 2 {
-		return usageError{"missing command"}
-	}
 	cfg := conf.EtcdConfig{CACertFile: *ca, CertFile: *cert, KeyFile: *key}
 	for _, ep := range strings.Split(*endpoints, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			cfg.Endpoints = append(cfg.Endpoints, ep)
 		}
+	}
+	// install-cni writes the etcd settings into the network config but
+	// does not talk to etcd itself.
+	if len(rest) > 0 && rest[0] == "install-cni" {
+		return installCNI(rest[1:], cfg, out)
+	}
+	if len(rest) < 2 {
+		return usageError{"missing command"}
 	}
 	cli, err := etcdclient.New(cfg)
 	if err != nil {
