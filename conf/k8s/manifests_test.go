@@ -239,7 +239,7 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatalf("init containers %v: want install-cni", spec.InitContainers)
 	}
 	ic := spec.InitContainers[0]
-	if !slices.Equal(ic.Command[:2], []string{"brindlectl", "install-cni"}) {
+	if ic.Command[0] != "/usr/local/bin/brindlectl" || ic.Command[1] != "install-cni" {
 		t.Errorf("install-cni command %v", ic.Command)
 	}
 	// The installer writes to the host's directories, mounted at the same
@@ -268,7 +268,7 @@ func TestDaemonSet(t *testing.T) {
 	if d == nil {
 		t.Fatal("no brindled container")
 	}
-	if d.Command[0] != "brindled" {
+	if d.Command[0] != "/usr/local/bin/brindled" {
 		t.Errorf("brindled command %v", d.Command)
 	}
 	if d.SecurityContext == nil || d.SecurityContext.Privileged == nil || !*d.SecurityContext.Privileged {
@@ -434,7 +434,7 @@ func TestIPPools(t *testing.T) {
 	checkPodRefs(t, objs, "Job brindle-ippools", spec)
 	c := spec.Containers[0]
 	file := flagValue(c.Command, "-f")
-	if !slices.Contains(c.Command, "pool") || !slices.Contains(c.Command, "apply") || file == "" {
+	if c.Command[0] != "/usr/local/bin/brindlectl" || !slices.Contains(c.Command, "pool") || !slices.Contains(c.Command, "apply") || file == "" {
 		t.Fatalf("job command %v: want brindlectl pool apply -f FILE", c.Command)
 	}
 	// -f names the ConfigMap's key inside the ConfigMap's mount.
