@@ -21,9 +21,20 @@ type ControllerConfig struct {
 	Speaker  *Speaker
 	FIB      *FIB
 	Cache    *Cache
-	Render   Renderer
-	Log      *slog.Logger
-	Metrics  *Metrics
+	// Render builds the route renderer for a node under the pools in
+	// force; default Encapsulating.
+	Render func(self *conf.Node, pools []conf.IPPool) Renderer
+	// Tunnels keeps the tunnel devices; TunnelAddrs gives the node its
+	// tunnel address; NAT keeps NAT outgoing. Each may be nil (left alone).
+	Tunnels     *Tunnels
+	TunnelAddrs *TunnelAddrs
+	NAT         *NAT
+	// HostMTU is the MTU of the node's underlay interface; MTUFile, when
+	// set, receives the MTU pods get (HostMTU less the overhead in force).
+	HostMTU int
+	MTUFile string
+	Log     *slog.Logger
+	Metrics *Metrics
 	// Resync re-applies everything this often, so drift is mended even
 	// without an event.
 	Resync time.Duration
@@ -50,12 +61,13 @@ type Controller struct {
 	started  time.Time
 	allUpAt  time.Time
 	released bool
+	podMTU   int
 }
 
 // NewController builds a controller; Run drives it.
 func NewController(cfg ControllerConfig) *Controller {
 	if cfg.Render == nil {
-		cfg.Render = Native
+		cfg.Render = Encapsulating
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
@@ -234,10 +246,25 @@ func (c *Controller) reconcile(ctx context.Context, config bool) {
 		c.self, c.desired, c.exports, c.blocks = st.self, peers, exports, st.blocks
 		c.mu.Unlock()
 	}
-	routes, rerrs := KernelRoutes(&st.self, st.nodes, st.blocks, c.cfg.Speaker.RIB(), ranges, c.cfg.Render)
+	errs = append(errs, c.tunnelAddr(ctx, st)...)
+	routes, rerrs := KernelRoutes(&st.self, st.nodes, st.blocks, c.cfg.Speaker.RIB(), ranges, c.cfg.Render(&st.self, st.pools))
 	errs = append(errs, rerrs...)
+	// Tunnel devices first: routes through them need them up.
+	if c.cfg.Tunnels != nil {
+		if err := c.cfg.Tunnels.Set(c.tunnelSpec(st, routes)); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	res, err := c.cfg.FIB.Set(routes)
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if c.cfg.NAT != nil && config {
+		if err := c.cfg.NAT.Set(natPrefixes(st.pools)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := c.writeMTU(st.pools); err != nil {
 		errs = append(errs, err)
 	}
 	c.mu.Lock()

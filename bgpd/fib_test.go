@@ -55,8 +55,11 @@ func (f *fakeTable) Delete(r *netlink.Route) error {
 }
 
 func (f *fakeTable) LinkIndex(name string) (int, error) {
-	if name == "vxlan.brindle" {
+	switch name {
+	case "vxlan.brindle":
 		return 7, nil
+	case "tunl0":
+		return 8, nil
 	}
 	return 0, fmt.Errorf("no link %s", name)
 }

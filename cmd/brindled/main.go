@@ -26,14 +26,15 @@ import (
 	"github.com/brindle-net/brindle/internal/etcdclient"
 	"github.com/brindle-net/brindle/internal/sysctl"
 	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
 type flags struct {
-	nodename, nodenameFile, ip, ip6, rrCluster, labels, listen, logLevel string
-	asn                                                                  uint
-	etcd                                                                 conf.EtcdConfig
-	resync, holdMax                                                      time.Duration
-	deregister                                                           bool
+	nodename, nodenameFile, mtuFile, ip, ip6, rrCluster, labels, listen, logLevel string
+	asn                                                                           uint
+	etcd                                                                          conf.EtcdConfig
+	resync, holdMax                                                               time.Duration
+	deregister                                                                    bool
 }
 
 func main() {
@@ -41,6 +42,7 @@ func main() {
 	var endpoints string
 	flag.StringVar(&f.nodename, "nodename", os.Getenv("NODENAME"), "node name (default $NODENAME, else the hostname)")
 	flag.StringVar(&f.nodenameFile, "nodename-file", "/var/lib/brindle/nodename", "where to write the node name for the CNI plugins")
+	flag.StringVar(&f.mtuFile, "mtu-file", "/var/lib/brindle/mtu", "where to write the pods' MTU (the host's less the encapsulation overhead) for the CNI plugin")
 	flag.StringVar(&f.ip, "ip", envOr("IP", "autodetect"), "node IPv4 address/len, or autodetect, can-reach=ADDR, interface=NAME")
 	flag.StringVar(&f.ip6, "ip6", envOr("IP6", "autodetect"), "node IPv6 address/len, or none, autodetect (if there is an IPv6 default route), can-reach=ADDR, interface=NAME")
 	flag.UintVar(&f.asn, "as-number", 0, "this node's AS number (default: the cluster's, bgp/config)")
@@ -162,9 +164,17 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	cache := bgpd.NewCache(cli, log, ipam.Prefix, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
 		ipam.Prefix+"ipam/affinity/"+name+"/", ipam.Prefix+"endpoints/"+name+"/")
 	metrics := bgpd.NewMetrics()
+	hostMTU, err := bgpd.HostMTU(addr.Addr())
+	if err != nil {
+		log.Warn("cannot find the underlay MTU; tunnels get the kernel's default and pods the plugin's", "err", err)
+	}
 	ctrl := bgpd.NewController(bgpd.ControllerConfig{
 		NodeName: name, Speaker: speaker, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
 		Resync: f.resync, HoldMax: holdMax, RouteEvents: watchRoutes(ctx, log),
+		Tunnels:     bgpd.NewTunnels(h, log),
+		TunnelAddrs: &bgpd.TunnelAddrs{Cli: cli, Alloc: ipam.New(etcdgrpc.New(cli))},
+		NAT:         bgpd.NewNAT(log),
+		HostMTU:     hostMTU, MTUFile: f.mtuFile,
 	})
 
 	ln, err := net.Listen("tcp", f.listen)
