@@ -13,6 +13,8 @@ import (
 const (
 	DefaultLogFile  = "/var/log/brindle/cni.log"
 	DefaultLogLevel = "info"
+	// DefaultMTUFile is where brindled writes the pods' MTU.
+	DefaultMTUFile = "/var/lib/brindle/mtu"
 
 	// MinMTU is the smallest MTU an IPv4 link may have (RFC 791).
 	MinMTU = 68
@@ -26,9 +28,12 @@ const (
 type NetConf struct {
 	types.NetConf
 
-	// MTU of the pod interface and its host veth; 0 means the MTU of the
-	// host's default-route interface.
+	// MTU of the pod interface and its host veth; 0 means the MTU brindled
+	// wrote to MTUFile (the host's less the encapsulation overhead), else
+	// the MTU of the host's default-route interface.
 	MTU int `json:"mtu,omitempty"`
+	// MTUFile is where brindled records the pods' MTU.
+	MTUFile string `json:"mtuFile,omitempty"`
 	// LogFile receives the plugin's structured log; stdout carries the
 	// result and is never logged to.
 	LogFile string `json:"logFile,omitempty"`
@@ -72,6 +77,9 @@ func (c *NetConf) ApplyDefaults() {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
+	}
+	if c.MTUFile == "" {
+		c.MTUFile = DefaultMTUFile
 	}
 }
 

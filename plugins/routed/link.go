@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/sysctl"
 )
 
@@ -20,11 +24,15 @@ func prefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// mtu is the configured MTU, else that of the interface holding the host's
-// IPv4 (then IPv6) default route, else 1500.
+// mtu is the configured MTU, else the one brindled wrote to the MTU file
+// (the host's less the encapsulation overhead in force), else that of the
+// interface holding the host's IPv4 (then IPv6) default route, else 1500.
 func (c *call) mtu() (int, error) {
 	if c.conf.MTU != 0 {
 		return c.conf.MTU, nil
+	}
+	if m, ok := readMTUFile(c.conf.MTUFile); ok {
+		return m, nil
 	}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
@@ -42,6 +50,23 @@ func (c *call) mtu() (int, error) {
 		}
 	}
 	return 1500, nil
+}
+
+// readMTUFile reads brindled's MTU file; a missing or bad file is ignored
+// (the plugin then falls back to the default-route interface's MTU).
+func readMTUFile(path string) (int, bool) {
+	if path == "" {
+		return 0, false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	m, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || m < conf.MinMTU || m > conf.MaxMTU {
+		return 0, false
+	}
+	return m, true
 }
 
 func isDefault(n *net.IPNet) bool {
