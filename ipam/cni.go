@@ -2,8 +2,6 @@ package ipam
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -138,7 +136,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		IPv6Pools: c.n.IPAM.IPv6Pools,
 		IPs:       ips,
 		Endpoint: &Endpoint{Namespace: ns, Pod: pod, ContainerID: args.ContainerID,
-			IfName: args.IfName, HostVeth: HostVethName(ns, pod, args.ContainerID)},
+			IfName: args.IfName, HostVeth: conf.HostVethName(ns, pod, args.ContainerID)},
 	})
 	if err != nil {
 		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
@@ -282,16 +280,4 @@ func cniError(err error) error {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
 	return err
-}
-
-// HostVethName is the host-side veth name DESIGN.md fixes: "bri" + the first
-// 12 hex digits of sha1("<namespace>.<pod>"), or of the container ID outside
-// Kubernetes. The endpoint record carries it so tools need not recompute it.
-func HostVethName(namespace, pod, containerID string) string {
-	src := containerID
-	if namespace != "" && pod != "" {
-		src = namespace + "." + pod
-	}
-	sum := sha1.Sum([]byte(src))
-	return "bri" + hex.EncodeToString(sum[:])[:12]
 }

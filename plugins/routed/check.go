@@ -52,16 +52,11 @@ func CmdCheck(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return cniErr(ErrCheckFailed, "prevResult", err)
 	}
-	netns, err := openNetNS(args.Netns)
+	_, podNL, closePod, err := openPod(args.Netns)
 	if err != nil {
 		return err
 	}
-	defer netns.Close()
-	podNL, err := netlink.NewHandleAt(nsHandle(netns))
-	if err != nil {
-		return cniErr(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: open netlink socket", args.Netns), err)
-	}
-	defer podNL.Close()
+	defer closePod()
 
 	pod, err := checkPodSide(podNL, args.IfName, want)
 	if err != nil {

@@ -283,16 +283,11 @@ func (c *call) removePodVeth() error {
 	if c.args.Netns == "" {
 		return nil
 	}
-	n, err := ns.GetNS(c.args.Netns)
+	_, h, closePod, err := openPod(c.args.Netns)
 	if err != nil {
 		return nil
 	}
-	defer n.Close()
-	h, err := netlink.NewHandleAt(nsHandle(n))
-	if err != nil {
-		return nil
-	}
-	defer h.Close()
+	defer closePod()
 	l, err := h.LinkByName(c.args.IfName)
 	if err != nil {
 		return nil

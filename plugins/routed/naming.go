@@ -1,12 +1,12 @@
 package routed
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/brindle-net/brindle/conf"
 )
 
 // Kernel conventions shared by ADD, CHECK, DEL and GC.
@@ -25,23 +25,15 @@ var (
 
 const (
 	// VethPrefix starts the name of every host veth brindle creates.
-	VethPrefix = "bri"
+	VethPrefix = conf.VethPrefix
 	// aliasPrefix starts the IFLA_IFALIAS that ADD stamps on the host veth,
 	// so DEL and GC can tell which attachment owns it.
 	aliasPrefix = "brindle:"
 )
 
-// HostVethName is the host-side veth of a pod: "bri" and the first 12 hex
-// digits of sha1("<namespace>.<pod>"), or of the container ID when the
-// runtime gave no Kubernetes identity. The name is stable across sandbox
-// restarts of one pod, so operators can find it from the pod name alone.
+// HostVethName is the pod's host-side veth: see conf.HostVethName.
 func HostVethName(podNamespace, podName, containerID string) string {
-	key := containerID
-	if podNamespace != "" && podName != "" {
-		key = podNamespace + "." + podName
-	}
-	sum := sha1.Sum([]byte(key))
-	return VethPrefix + hex.EncodeToString(sum[:])[:12]
+	return conf.HostVethName(podNamespace, podName, containerID)
 }
 
 // attachment identifies one CNI attachment: what GC's valid list names.

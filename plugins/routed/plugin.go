@@ -88,16 +88,11 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 		}
 	}()
 
-	netns, err := openNetNS(args.Netns)
+	netns, podNL, closePod, err := openPod(args.Netns)
 	if err != nil {
 		return err
 	}
-	defer netns.Close()
-	podNL, err := netlink.NewHandleAt(nsHandle(netns))
-	if err != nil {
-		return cniErr(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: open netlink socket", args.Netns), err)
-	}
-	defer podNL.Close()
+	defer closePod()
 	if _, err := podNL.LinkByName(args.IfName); err == nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables,
 			fmt.Sprintf("CNI_IFNAME %q: an interface of that name already exists in netns %s", args.IfName, args.Netns), "")
@@ -271,6 +266,21 @@ func CmdStatus(args *skel.CmdArgs) error {
 		return ipamErr(c.conf.IPAM.Type, "STATUS", err)
 	}
 	return nil
+}
+
+// openPod opens the pod's namespace and a netlink handle in it; closer
+// releases both.
+func openPod(path string) (ns.NetNS, *netlink.Handle, func(), error) {
+	n, err := openNetNS(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	h, err := netlink.NewHandleAt(nsHandle(n))
+	if err != nil {
+		n.Close()
+		return nil, nil, nil, cniErr(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: open netlink socket", path), err)
+	}
+	return n, h, func() { h.Close(); n.Close() }, nil
 }
 
 func openNetNS(path string) (ns.NetNS, error) {

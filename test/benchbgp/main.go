@@ -64,7 +64,7 @@ func run(bin string, claims int) error {
 		if err != nil {
 			return err
 		}
-		conv = append(conv, fmt.Sprintf("%d nodes\t%d\t%s\t%s\t%s\t", nodes, len(lat), ms(pct(lat, 50)), ms(pct(lat, 99)), ms(slices.Max(lat))))
+		conv = append(conv, fmt.Sprintf("%d nodes\t%d\t%s\t%s\t%s\t", nodes, len(lat), testenv.Millis(testenv.Percentile(lat, 50)), testenv.Millis(testenv.Percentile(lat, 99)), testenv.Millis(slices.Max(lat))))
 		rows = append(rows, row{fmt.Sprintf("brindled RSS, %d peers, after the run", nodes-1), mib(rss), ""})
 	}
 	fmt.Fprintln(os.Stderr, "memory, idle and with 10 peers ...")
@@ -87,8 +87,8 @@ func run(bin string, claims int) error {
 		if err != nil {
 			return err
 		}
-		rows = append(rows, row{"10,000 /32s from BIRD: first to last route in the kernel", ms(stream), "BGP updates -> RIB -> kernel"},
-			row{"10,000 /32s from BIRD: peer configured to last route", ms(total), "includes session setup"})
+		rows = append(rows, row{"10,000 /32s from BIRD: first to last route in the kernel", testenv.Millis(stream), "BGP updates -> RIB -> kernel"},
+			row{"10,000 /32s from BIRD: peer configured to last route", testenv.Millis(total), "includes session setup"})
 	} else {
 		rows = append(rows, row{"10,000 routes from a BGP peer", "skipped", "BIRD not installed"})
 	}
@@ -238,7 +238,7 @@ func fibBench(n int) ([]row, error) {
 			if err != nil {
 				return err
 			}
-			rows = append(rows, row{step.name, ms(time.Since(start)), fmt.Sprintf("%d added, %d deleted", res.Added, res.Deleted)})
+			rows = append(rows, row{step.name, testenv.Millis(time.Since(start)), fmt.Sprintf("%d added, %d deleted", res.Added, res.Deleted)})
 		}
 		return nil
 	})
@@ -310,17 +310,5 @@ func bgpToKernel(bin string, n int) (total, stream time.Duration, err error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -143,8 +143,8 @@ func run(pods, rounds int, bin string) error {
 			s := results[sc.name][conc]
 			r := results[ref][conc]
 			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\t%.2fx\t\n", sc.name, conc,
-				ms(pct(s.add, 50)), ms(pct(s.add, 99)), ms(pct(s.del, 50)), ms(pct(s.del, 99)),
-				ratio(pct(s.add, 50), pct(r.add, 50)), ratio(pct(s.del, 50), pct(r.del, 50)))
+				testenv.Millis(testenv.Percentile(s.add, 50)), testenv.Millis(testenv.Percentile(s.add, 99)), testenv.Millis(testenv.Percentile(s.del, 50)), testenv.Millis(testenv.Percentile(s.del, 99)),
+				ratio(testenv.Percentile(s.add, 50), testenv.Percentile(r.add, 50)), ratio(testenv.Percentile(s.del, 50), testenv.Percentile(r.del, 50)))
 		}
 	}
 	w.Flush()
@@ -173,7 +173,7 @@ func execTable(bin string) error {
 			}
 			d = append(d, time.Since(start))
 		}
-		fmt.Fprintf(w, "%s\t%.1f\t%s\t%s\t\n", b, float64(fi.Size())/(1<<20), ms(pct(d, 50)), ms(pct(d, 99)))
+		fmt.Fprintf(w, "%s\t%.1f\t%s\t%s\t\n", b, float64(fi.Size())/(1<<20), testenv.Millis(testenv.Percentile(d, 50)), testenv.Millis(testenv.Percentile(d, 99)))
 	}
 	return w.Flush()
 }
@@ -253,18 +253,6 @@ func runOnce(host *testenv.Host, bin string, sc scenario, pods, conc int) (*samp
 	}
 	return s, nil
 }
-
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func ratio(a, b time.Duration) float64 {
 	if b == 0 {
