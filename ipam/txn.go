@@ -24,22 +24,21 @@ type affRec struct {
 
 // txn is one attempt: what was read, and what it changed.
 type txn struct {
-	a          *Allocator
-	r          reader
-	ctx        context.Context
-	node       string
-	cfg        Config
-	pools      []conf.IPPool
-	labels     map[string]string
-	blocks     map[netip.Prefix]*blockRec
-	affs       map[netip.Prefix]*affRec // this node's claims
-	dirty      map[netip.Prefix]bool
-	dirtyAff   map[netip.Prefix]bool
-	blockKeys  map[netip.Prefix]bool // every block in the store, read lazily
-	allBlocks  bool                  // blocks holds every block in the store
-	handle     *Handle
-	handleRev  int64
-	handleSeen bool
+	a         *Allocator
+	r         reader
+	ctx       context.Context
+	node      string
+	cfg       Config
+	pools     []conf.IPPool
+	labels    map[string]string
+	blocks    map[netip.Prefix]*blockRec
+	affs      map[netip.Prefix]*affRec // this node's claims
+	dirty     map[netip.Prefix]bool
+	dirtyAff  map[netip.Prefix]bool
+	blockKeys map[netip.Prefix]bool // every block in the store, read lazily
+	allBlocks bool                  // blocks holds every block in the store
+	handle    *Handle
+	handleRev int64
 }
 
 // begin reads, in one round trip, the handle, the node's claims, the IPAM

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -164,9 +163,6 @@ func TestRestartDuringPing(t *testing.T) {
 		t.Fatalf("lost %d of %d pings (seq %v)", len(st.Lost), st.Sent, st.Lost)
 	}
 }
-
-// addrOf returns the first pod's address on n, as a /32 string.
-func addrOf(p *lab.Pod) string { return netip.PrefixFrom(p.Addr, 32).String() }
 
 // allRoutes is `ip route show` of a node.
 func allRoutes(t *testing.T, n *lab.Node) string {
