@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # brindle's image: the CNI plugins (brindle, brindle-ipam, and portmap for
 # hostPort), the node daemon brindled and brindlectl (which also installs
 # the CNI on each node), all static. conf/k8s/ runs it.

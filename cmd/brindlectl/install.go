@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +45,10 @@ const defaultConflist = `{
   ]
 }
 `
+
+// pluginVersions are the CNI spec versions brindle and brindle-ipam
+// support (their VERSION answer).
+var pluginVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
 // tlsDir is where install-cni puts the etcd TLS files for the CNI plugins,
 // next to the config that names them (as Calico does with calico-tls).
@@ -218,6 +223,9 @@ func validateConflist(data []byte) error {
 	list, err := libcni.ConfListFromBytes(data)
 	if err != nil {
 		return err
+	}
+	if !slices.Contains(pluginVersions, list.CNIVersion) {
+		return fmt.Errorf("cniVersion %q: brindle supports %s", list.CNIVersion, strings.Join(pluginVersions, ", "))
 	}
 	if len(list.Plugins) == 0 || list.Plugins[0].Network.Type != "brindle" {
 		return fmt.Errorf("plugins[0].type: want \"brindle\" first in the list")

@@ -194,6 +194,7 @@ func TestInstallCNIRefusesBadConfig(t *testing.T) {
 		{"missing binary", []string{"--etcd-endpoints", "http://e:2379", "install-cni", "--binaries", "brindle,bandwidth"}, nil, "bandwidth not found"},
 		{"template not JSON", []string{"--etcd-endpoints", "http://e:2379"}, map[string]string{"CNI_NETWORK_CONFIG": `{"plugins": [`}, "rendered network config"},
 		{"brindle not first", []string{"--etcd-endpoints", "http://e:2379"}, map[string]string{"CNI_NETWORK_CONFIG": `{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"portmap"},{"type":"brindle","ipam":{"type":"host-local"}}]}`}, "plugins[0].type"},
+		{"unsupported cniVersion", []string{"--etcd-endpoints", "http://e:2379"}, map[string]string{"CNI_NETWORK_CONFIG": `{"cniVersion":"2.0.0","name":"n","plugins":[{"type":"brindle","ipam":{"type":"host-local"}}]}`}, "cniVersion"},
 		{"ipam missing", []string{"--etcd-endpoints", "http://e:2379"}, map[string]string{"CNI_NETWORK_CONFIG": `{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"brindle"}]}`}, "ipam.type"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -481,3 +481,38 @@ func TestOptionalEtcd(t *testing.T) {
 		t.Errorf("etcd listens on %s, the Service targets %s", got, svc.Spec.Ports[0].TargetPort.String())
 	}
 }
+
+// Every program the manifests run, and every binary install-cni copies,
+// is built into /usr/local/bin by the Dockerfile.
+func TestImageHasWhatManifestsRun(t *testing.T) {
+	df, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := map[string]bool{}
+	for _, f := range strings.Fields(string(df)) {
+		if i := strings.LastIndex(f, "/"); i >= 0 && (strings.HasPrefix(f, "./cmd/") || strings.HasPrefix(f, "github.com/")) {
+			built[f[i+1:]] = true
+		}
+	}
+	if !strings.Contains(string(df), "COPY --from=build /out/ /usr/local/bin/") {
+		t.Fatal("the Dockerfile no longer copies the binaries to /usr/local/bin")
+	}
+	objs := loadObjects(t)
+	ds := find[*appsv1.DaemonSet](t, objs, "brindle-node")
+	job := find[*batchv1.Job](t, objs, "brindle-ippools")
+	var cmds []string
+	for _, c := range append(append(ds.Spec.Template.Spec.InitContainers, ds.Spec.Template.Spec.Containers...), job.Spec.Template.Spec.Containers...) {
+		cmds = append(cmds, c.Command[0])
+	}
+	for _, c := range cmds {
+		if !strings.HasPrefix(c, "/usr/local/bin/") || !built[filepath.Base(c)] {
+			t.Errorf("a manifest runs %s, which the Dockerfile does not build (it builds %v)", c, built)
+		}
+	}
+	for _, b := range strings.Split(flagValue(ds.Spec.Template.Spec.InitContainers[0].Command, "--binaries"), ",") {
+		if !built[b] {
+			t.Errorf("install-cni copies %s, which the Dockerfile does not build", b)
+		}
+	}
+}
