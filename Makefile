@@ -14,10 +14,11 @@ REFPLUGINS := github.com/containernetworking/plugins/plugins/main/ptp \
               github.com/containernetworking/plugins/plugins/meta/bandwidth
 # Test programs: the lab's etcd (an embedded etcd in a process of its own).
 TESTBINS  := ./test/lab/labetcd
+IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp clean
+.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp image kind-conformance clean
 
 all: build
 
@@ -66,6 +67,14 @@ bench-ipam: build refplugins testbins
 # routes (route sync, and end to end from BIRD), brindled memory.
 bench-bgp: build testbins
 	$(GO) run ./test/benchbgp -bin $(abspath $(BIN))
+
+# brindle's image (conf/k8s runs it). Needs Docker with BuildKit; not on the dev machine.
+image:
+	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) .
+
+# [sig-network] [Conformance] on a kind cluster: Docker, kind, kubectl, network.
+kind-conformance:
+	IMAGE=$(IMAGE) test/kind/run-conformance.sh
 
 clean:
 	rm -rf $(BIN)

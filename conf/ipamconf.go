@@ -197,5 +197,7 @@ func (c *IPAMConfig) NodeName(env func(string) (string, bool)) (string, error) {
 	if err != nil || h == "" {
 		return "", fmt.Errorf("no node name: ipam.nodename unset, %s missing, hostname: %v", c.NodenameFile, err)
 	}
-	return h, nil
+	// brindled lower-cases the hostname (node names are DNS labels): so
+	// must this fallback, or the two disagree on a host named in capitals.
+	return strings.ToLower(h), nil
 }
