@@ -77,7 +77,8 @@ func TestNewBlockReachable(t *testing.T) {
 }
 
 // TestNodeRemovalWithdraws: deleting a node's record makes the others drop
-// the session and the node's routes.
+// the session and the node's routes; when it registers again they peer
+// with it again.
 func TestNodeRemovalWithdraws(t *testing.T) {
 	l := newLab(t, lab.Config{Nodes: 3})
 	ctx := t.Context()
@@ -113,6 +114,14 @@ func TestNodeRemovalWithdraws(t *testing.T) {
 				t.Errorf("%s still has a session with %s: %+v", n.Name, gone.Name, p)
 			}
 		}
+	}
+	// The node joins again: it registers, the others peer with it without a
+	// restart, and its block is routed again.
+	if err := gone.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes[:2] {
+		waitRoutes(t, n, 15*time.Second, "route to "+block+" after rejoin", func(rs []string) bool { return hasPrefix(rs, block) })
 	}
 }
 
