@@ -134,7 +134,8 @@ func (l *Lab) addNode(i int) (*Node, error) {
 	n.cni = testenv.NewCNIConfig(l.cfg.BinDir, filepath.Join(n.dir, "cni-cache"))
 	conflist, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "k8s-pod-network", "plugins": []any{map[string]any{
 		"type": "brindle", "logFile": filepath.Join(n.dir, "cni.log"), "logLevel": "debug",
-		"ipam": map[string]any{"type": "brindle-ipam", "etcd_endpoints": l.EtcdURL, "nodename_file": n.nodenameFile(), "assign_ipv6": l.cfg.IPv6},
+		"mtuFile": n.MTUFile(),
+		"ipam":    map[string]any{"type": "brindle-ipam", "etcd_endpoints": l.EtcdURL, "nodename_file": n.nodenameFile(), "assign_ipv6": l.cfg.IPv6},
 	}}})
 	if n.list, err = libcni.NetworkConfFromBytes(conflist); err != nil {
 		return nil, err
@@ -143,6 +144,9 @@ func (l *Lab) addNode(i int) (*Node, error) {
 }
 
 func (n *Node) nodenameFile() string { return filepath.Join(n.dir, "nodename") }
+
+// MTUFile is where the node's brindled writes the pods' MTU.
+func (n *Node) MTUFile() string { return filepath.Join(n.dir, "mtu") }
 
 // LogFile is the node's brindled log.
 func (n *Node) LogFile() string { return filepath.Join(n.dir, "brindled.log") }
@@ -158,7 +162,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{"--nodename", n.Name, "--nodename-file", n.nodenameFile(), "--ip", "autodetect",
+	args := append([]string{"--nodename", n.Name, "--nodename-file", n.nodenameFile(), "--mtu-file", n.MTUFile(), "--ip", "autodetect",
 		"--etcd-endpoints", n.lab.EtcdURL, "--health-listen", HealthAddr, "--log-level", "debug"}, n.lab.cfg.DaemonArgs...)
 	cmd := exec.Command(filepath.Join(n.lab.cfg.BinDir, "brindled"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
