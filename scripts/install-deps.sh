@@ -12,6 +12,10 @@ declare -A need=(
   [bird]=bird2           # the independent BGP peer in the e2e tests and bench-bgp
   [birdc]=bird2
   [ss]=iproute2
+  [bridge]=iproute2      # inspecting vxlan.brindle's FDB
+  [tcpdump]=tcpdump      # the encapsulation e2e tests capture on the underlay
+  [iperf3]=iperf3        # make bench-dataplane
+  [ping]=iputils-ping    # full-size DF pings in the dataplane e2e tests
 )
 missing=()
 for cmd in "${!need[@]}"; do
