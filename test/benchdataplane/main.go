@@ -170,6 +170,25 @@ func run(o options) error {
 		return err
 	}
 	results = append(results, vx...)
+
+	// Back to native, and the native path again: this machine's speed
+	// drifts, so VXLAN is compared with native measured on both sides of it.
+	fmt.Fprintln(os.Stderr, "switching the pool back to vxlanMode Never ...")
+	pool.Spec.VXLANMode = conf.EncapNever
+	if err := l.PutPool(ctx, pool); err != nil {
+		return err
+	}
+	if err := waitNoVXLANRoute(n1); err != nil {
+		return err
+	}
+	if err := waitReach(a.NS, c.Addr); err != nil {
+		return err
+	}
+	again, err := measureAll(o, []path{{name: "pod to pod, across nodes, native (again)", baseline: "raw: node to node (underlay)", from: a.NS, to: c.NS, addr: c.Addr}})
+	if err != nil {
+		return err
+	}
+	results = append(results, again...)
 	print(o, results)
 	return nil
 }
@@ -223,9 +242,10 @@ func print(o options, rs []result) {
 	}
 	tw.Flush()
 	same, routed := by["pod to pod, same node"], by["raw: routed through one host"]
-	nat, vx := by["pod to pod, across nodes, native"], by["pod to pod, across nodes, VXLAN"]
-	fmt.Printf("\ntargets: same-node pod to pod %.2f of a plain routed path (target >= 0.95): %s; VXLAN %.2f of native across nodes (target >= 0.80): %s\n",
-		same.gbps/routed.gbps, verdict(same.gbps/routed.gbps >= 0.95), vx.gbps/nat.gbps, verdict(vx.gbps/nat.gbps >= 0.8))
+	vx := by["pod to pod, across nodes, VXLAN"]
+	native := (by["pod to pod, across nodes, native"].gbps + by["pod to pod, across nodes, native (again)"].gbps) / 2
+	fmt.Printf("\ntargets: same-node pod to pod %.2f of a plain routed path (target >= 0.95): %s; VXLAN %.2f of native across nodes (mean of the two native runs; target >= 0.80): %s\n",
+		same.gbps/routed.gbps, verdict(same.gbps/routed.gbps >= 0.95), vx.gbps/native, verdict(vx.gbps/native >= 0.8))
 	fmt.Println("CPU is the whole machine's busy time during the iperf3 run (/proc/stat), so other load on the machine counts too.")
 }
 
@@ -408,6 +428,21 @@ func waitVXLANRoute(n *lab.Node) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: no route through vxlan.brindle after 20s:\n%s", n.Name, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitNoVXLANRoute waits until n routes nothing through vxlan.brindle.
+func waitNoVXLANRoute(n *lab.Node) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := lab.Run(n.NS, "ip", "route", "show", "proto", "98")
+		if !strings.Contains(out, "dev vxlan.brindle") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: routes still through vxlan.brindle after 20s:\n%s", n.Name, out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
