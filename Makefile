@@ -18,7 +18,7 @@ IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp image kind-conformance clean
+.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane image kind-conformance clean
 
 all: build
 
@@ -67,6 +67,12 @@ bench-ipam: build refplugins testbins
 # routes (route sync, and end to end from BIRD), brindled memory.
 bench-bgp: build testbins
 	$(GO) run ./test/benchbgp -bin $(abspath $(BIN))
+
+# iperf3 single-stream throughput and TCP request latency: pod to pod on one
+# node, across nodes natively and through VXLAN, against raw baselines
+# measured in the same run (root, iperf3).
+bench-dataplane: build testbins
+	$(GO) run ./test/benchdataplane -bin $(abspath $(BIN))
 
 # brindle's image (conf/k8s runs it). Needs Docker with BuildKit; not on the dev machine.
 image:
