@@ -2,6 +2,7 @@ package bgpd
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are brindled's Prometheus metrics (docs/operations.md says what
@@ -44,7 +45,7 @@ func NewMetrics() *Metrics {
 		sessState: []string{"Established", "Active", "Connect", "Idle", "OpenSent", "OpenConfirm"},
 	}
 	m.Registry.MustRegister(m.peers, m.routes, m.blocks, m.exported, m.syncTime, m.syncs, m.errors, m.routeOps,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range m.sessState {
 		m.peers.WithLabelValues(s).Set(0)
 	}

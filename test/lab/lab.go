@@ -71,9 +71,6 @@ type Lab struct {
 	etcdStop func()
 }
 
-// Subnets of the underlay; the underlay namespace is the router (.254).
-var subnets = []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24"), netip.MustParsePrefix("198.19.2.0/24")}
-
 // DefaultPool is the pool a lab gets when Config.Pools is empty.
 func DefaultPool() conf.IPPool {
 	p := conf.IPPool{Metadata: conf.ObjectMeta{Name: "default-ipv4"}, Spec: conf.IPPoolSpec{CIDR: "10.244.0.0/16"}}
