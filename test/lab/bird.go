@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/brindle-net/brindle/internal/testenv"
 )
@@ -51,22 +50,7 @@ func (l *Lab) StartBird(name string, addr netip.Addr, config string) (*Bird, err
 	if len(peer) > 15 {
 		peer = peer[:15]
 	}
-	err = l.Underlay.Do(func(ns.NetNS) error {
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: peer}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(nsh.Fd()))}
-		if err := netlink.LinkAdd(v); err != nil {
-			return err
-		}
-		br, _ := netlink.LinkByName("br0")
-		pl, err := netlink.LinkByName(peer)
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetMaster(pl, br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(pl)
-	})
-	if err != nil {
+	if err := l.plug(nsh, peer, 0); err != nil {
 		return nil, fmt.Errorf("%s uplink: %w", name, err)
 	}
 	err = nsh.Do(func(ns.NetNS) error {

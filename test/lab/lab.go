@@ -313,6 +313,29 @@ func (l *Lab) Close() {
 	}
 }
 
+// plug connects namespace n to subnet's bridge: eth0 in n, its peer (named
+// peer) on the bridge in the underlay.
+func (l *Lab) plug(n ns.NetNS, peer string, subnet int) error {
+	return l.Underlay.Do(func(ns.NetNS) error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: peer}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(n.Fd()))}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		br, err := netlink.LinkByName(fmt.Sprintf("br%d", subnet))
+		if err != nil {
+			return err
+		}
+		pl, err := netlink.LinkByName(peer)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(pl, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(pl)
+	})
+}
+
 func linkUp(name string) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {

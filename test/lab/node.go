@@ -85,25 +85,7 @@ func (l *Lab) addNode(i int) (*Node, error) {
 	n.NS = nsh
 	// The uplink: eth0 in the node, its peer on the subnet's bridge.
 	peer := fmt.Sprintf("n%d", i+1)
-	err = l.Underlay.Do(func(ns.NetNS) error {
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: peer}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(nsh.Fd()))}
-		if err := netlink.LinkAdd(v); err != nil {
-			return err
-		}
-		br, err := netlink.LinkByName(fmt.Sprintf("br%d", subnet))
-		if err != nil {
-			return err
-		}
-		pl, err := netlink.LinkByName(peer)
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetMaster(pl, br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(pl)
-	})
-	if err != nil {
+	if err := l.plug(nsh, peer, subnet); err != nil {
 		return nil, fmt.Errorf("%s uplink: %w", n.Name, err)
 	}
 	err = nsh.Do(func(ns.NetNS) error {
