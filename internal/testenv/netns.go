@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,16 +36,66 @@ func NewNS(t testing.TB) ns.NetNS {
 	return n
 }
 
+// registry records, per test process, the namespaces it created, so that
+// a later run can remove those of a process that was killed before it
+// could clean up (SIGKILL, a CI timeout).
+const registry = "/run/brindle-test"
+
 // CreateNS creates a network namespace; cleanup removes it.
 func CreateNS() (ns.NetNS, func(), error) {
+	sweepOnce.Do(Sweep)
 	n, err := testutils.NewNS()
 	if err != nil {
 		return nil, nil, err
 	}
+	mark := filepath.Join(registry, strconv.Itoa(os.Getpid()), filepath.Base(n.Path()))
+	if err := os.MkdirAll(filepath.Dir(mark), 0o755); err == nil {
+		_ = os.WriteFile(mark, []byte(n.Path()), 0o644)
+	}
 	return n, func() {
 		n.Close()
 		_ = testutils.UnmountNS(n)
+		_ = os.Remove(mark)
 	}, nil
+}
+
+var sweepOnce sync.Once
+
+// alive reports whether pid runs: a zombie (killed, not yet reaped) does not.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// Sweep removes the namespaces that test processes no longer running left
+// behind. CreateNS calls it once per process.
+func Sweep() {
+	dirs, _ := os.ReadDir(registry)
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if alive(pid) {
+			continue
+		}
+		marks, _ := os.ReadDir(filepath.Join(registry, d.Name()))
+		for _, m := range marks {
+			path, err := os.ReadFile(filepath.Join(registry, d.Name(), m.Name()))
+			if err != nil || !strings.HasPrefix(string(path), "/") {
+				continue
+			}
+			_ = unix.Unmount(string(path), unix.MNT_DETACH)
+			_ = os.Remove(string(path))
+		}
+		_ = os.RemoveAll(filepath.Join(registry, d.Name()))
+	}
 }
 
 // Do runs f with the calling goroutine's thread in namespace n; processes
