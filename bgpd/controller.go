@@ -209,7 +209,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-ticker.C:
 			config = true
 		case <-hold.C:
-			if !c.releaseHold(ctx) {
+			if c.holdReleased() || !c.releaseHold(c.allEstablished(ctx)) {
 				continue
 			}
 		}
@@ -291,31 +291,35 @@ func (c *Controller) setErrs(errs []error) {
 // peerEvent updates the metrics and, while deletes are held, notes when
 // every session is up.
 func (c *Controller) peerEvent(ctx context.Context) {
-	peers, err := c.cfg.Speaker.Peers(ctx)
+	peers, err := c.cfg.Speaker.Sessions(ctx)
 	if err != nil {
 		return
 	}
 	if m := c.cfg.Metrics; m != nil {
 		m.observePeers(peers)
 	}
-	c.releaseHold(ctx)
+	if !c.holdReleased() {
+		c.releaseHold(c.established(peers))
+	}
+}
+
+func (c *Controller) holdReleased() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.released
 }
 
 // releaseHold ends the graceful-restart hold on route deletions once every
-// expected session has been up for a moment (time to receive the peers'
-// tables), or HoldMax after start. It reports whether it released now.
-func (c *Controller) releaseHold(ctx context.Context) bool {
-	c.mu.Lock()
-	if c.released {
-		c.mu.Unlock()
-		return false
-	}
-	c.mu.Unlock()
-	up := c.allEstablished(ctx)
+// expected session (up says whether they are) has been up for a moment
+// (time to receive the peers' tables), or HoldMax after start. It reports
+// whether it released now.
+func (c *Controller) releaseHold(up bool) bool {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
+	case c.released:
+		return false
 	case !up:
 		c.allUpAt = time.Time{}
 		if now.Sub(c.started) < c.cfg.HoldMax {
@@ -334,10 +338,12 @@ func (c *Controller) releaseHold(ctx context.Context) bool {
 }
 
 func (c *Controller) allEstablished(ctx context.Context) bool {
-	peers, err := c.cfg.Speaker.Peers(ctx)
-	if err != nil {
-		return false
-	}
+	peers, err := c.cfg.Speaker.Sessions(ctx)
+	return err == nil && c.established(peers)
+}
+
+// established reports whether every expected session is Established.
+func (c *Controller) established(peers []PeerStatus) bool {
 	c.mu.Lock()
 	want := len(c.desired)
 	c.mu.Unlock()

@@ -23,8 +23,9 @@ type PeerStatus struct {
 	Accepted uint64 `json:"accepted"`
 }
 
-// Peers lists the sessions with their state and prefix counts.
-func (sp *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
+// Sessions lists the sessions with their state and what each peer sent;
+// cheap (no walk of the table), for the controller's loop.
+func (sp *Speaker) Sessions(ctx context.Context) ([]PeerStatus, error) {
 	sp.mu.Lock()
 	specs := make(map[string]PeerSpec, len(sp.peers))
 	for a, p := range sp.peers {
@@ -49,13 +50,23 @@ func (sp *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
+	return out, nil
+}
+
+// Peers is Sessions with Accepted filled in: it walks the whole table, so
+// it is for /status, not for the controller's loop.
+func (sp *Speaker) Peers(ctx context.Context) ([]PeerStatus, error) {
+	out, err := sp.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// GoBGP's own "accepted" counts the peer-level policy only; what
 	// passed brindle's (global) import policy is what reached the table.
 	accepted, err := sp.tablePathsByPeer(ctx)
 	for i := range out {
 		out[i].Accepted = accepted[out[i].Address]
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
 	return out, err
 }
 
