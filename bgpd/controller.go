@@ -396,6 +396,16 @@ func (c *Controller) Status(ctx context.Context) Status {
 	return st
 }
 
+// Ready is the readiness /readyz reports; unlike Status it does not walk
+// the BGP table, so probing it often costs little.
+func (c *Controller) Ready(ctx context.Context) (bool, []string) {
+	peers, err := c.cfg.Speaker.Sessions(ctx)
+	if err != nil {
+		return false, []string{"bgp: " + err.Error()}
+	}
+	return c.readiness(peers)
+}
+
 // readiness: etcd answered recently, every expected session is up, and the
 // last route sync succeeded.
 func (c *Controller) readiness(peers []PeerStatus) (bool, []string) {

@@ -24,8 +24,7 @@ func Handler(c *Controller, cli *clientv3.Client, m *Metrics) http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		st := c.Status(ctx)
-		why := st.NotReady
+		_, why := c.Ready(ctx)
 		if _, err := cli.Get(ctx, "/brindle/v1/health", clientv3.WithCountOnly()); err != nil {
 			why = append(why, "etcd: "+err.Error())
 		}
