@@ -3,9 +3,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/netip"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -29,21 +27,13 @@ func TestBrindleWithBrindleIPAM(t *testing.T) {
 	// etcd runs as a process in the host namespace, where the plugins run
 	// and reach it on 127.0.0.1; the test's own client dials into that
 	// namespace too.
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := host.NS.Do(func(ns.NetNS) (err error) {
-			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
-	s := etcdtest.StartProcessIn(t, func(c *exec.Cmd) error { return inHost(c.Start) }, dial)
+	s := etcdtest.StartProcessIn(t, host.NS, bin, "127.0.0.1")
 	a := New(etcdgrpc.New(s.Client))
 	a.Log = quietLog()
 	addPool(t, a, "default", "10.244.0.0/16", nil)
 
 	dir := t.TempDir()
-	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
 	b, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "k8s-pod-network", "plugins": []any{
 		map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"),
 			"ipam": map[string]any{"type": "brindle-ipam", "etcd_endpoints": s.Endpoint, "nodename": "node-1"}}}})

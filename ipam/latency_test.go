@@ -4,16 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
@@ -34,16 +31,11 @@ func TestADDLatency(t *testing.T) {
 	bin := testenv.BinDir(t, "brindle", "brindle-ipam")
 	host := testenv.NewHost(t)
 	inHost := func(f func() error) error { return testenv.Do(t, host.NS, f) }
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := host.NS.Do(func(ns.NetNS) (err error) { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr); return err })
-		return c, err
-	}
-	s := etcdtest.StartProcessIn(t, func(c *exec.Cmd) error { return inHost(c.Start) }, dial)
+	s := etcdtest.StartProcessIn(t, host.NS, bin, "127.0.0.1")
 	a := New(etcdgrpc.New(s.Client))
 	addPool(t, a, "default", "10.244.0.0/16", nil)
 	dir := t.TempDir()
-	cni := libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(dir, "cache"), nil)
+	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
 	list := func(p map[string]any) *libcni.NetworkConfigList {
 		b, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "lat", "plugins": []any{p}})
 		l, err := libcni.NetworkConfFromBytes(b)

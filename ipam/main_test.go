@@ -4,12 +4,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
-	etcdtest.RunChildIfAsked()
 	code := m.Run()
 	testenv.Cleanup()
 	if binDir != "" {

@@ -4,14 +4,9 @@
 package etcdtest
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +15,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 )
 
 // Member is one running embedded etcd member.
@@ -28,8 +22,7 @@ type Member struct {
 	Name     string
 	Endpoint string // client URL, http://127.0.0.1:port
 	etcd     *embed.Etcd
-	proc     *exec.Cmd // set when the member runs in a child process
-	stdin    io.Closer
+	stop     func() // set when the member runs in a process of its own
 	stopped  bool
 }
 
@@ -39,16 +32,8 @@ func (m *Member) Stop() {
 		return
 	}
 	m.stopped = true
-	if m.proc != nil {
-		_ = m.stdin.Close() // the child stops when its stdin closes
-		done := make(chan struct{})
-		go func() { _ = m.proc.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = m.proc.Process.Kill()
-			<-done
-		}
+	if m.stop != nil {
+		m.stop()
 		return
 	}
 	m.etcd.Close()
@@ -64,7 +49,7 @@ type Server struct {
 // when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	m, err := startOne(tb.TempDir(), "default", nil, nil)
+	m, err := startOne(tb.TempDir(), "default", localhost, nil, nil)
 	if err != nil {
 		tb.Fatalf("start embedded etcd: %v", err)
 	}
@@ -110,7 +95,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	peers := make([]string, n)
 	var initial []string
 	for i := range n {
-		p, err := freeURL()
+		p, err := freeURL(localhost)
 		if err != nil {
 			tb.Fatalf("reserve peer port: %v", err)
 		}
@@ -121,7 +106,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
-			m, err := startOne(tb.TempDir(), fmt.Sprintf("m%d", i), &clusterSpec{
+			m, err := startOne(tb.TempDir(), fmt.Sprintf("m%d", i), localhost, &clusterSpec{
 				peerURL: peers[i], initial: strings.Join(initial, ","),
 			}, nil)
 			c.Members[i] = m
@@ -146,11 +131,17 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	return c
 }
 
-// StartMember runs a one-member etcd with its data in dir, for programs
-// (benchmarks, the lab) rather than tests; Stop it when done. Called inside
-// a network namespace, its listeners live in that namespace.
-func StartMember(dir string) (*Member, error) {
-	return startOne(dir, "default", nil, nil)
+// localhost is where the members of this process listen.
+const localhost = "127.0.0.1"
+
+// StartMember runs a one-member etcd with its data in dir on host (an
+// address; 127.0.0.1 when empty), for programs rather than tests; Stop it
+// when done.
+func StartMember(dir, host string) (*Member, error) {
+	if host == "" {
+		host = localhost
+	}
+	return startOne(dir, "default", host, nil, nil)
 }
 
 type clusterSpec struct {
@@ -158,7 +149,7 @@ type clusterSpec struct {
 	initial string
 }
 
-func startOne(dir, name string, cs *clusterSpec, tf *TLSFiles) (*Member, error) {
+func startOne(dir, name, host string, cs *clusterSpec, tf *TLSFiles) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
@@ -167,11 +158,11 @@ func startOne(dir, name string, cs *clusterSpec, tf *TLSFiles) (*Member, error) 
 	// Even at "error" level, a member that is stopped logs its listeners
 	// closing; tests stop members on purpose.
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	local, _ := url.Parse("http://127.0.0.1:0")
+	local, _ := url.Parse("http://" + net.JoinHostPort(host, "0"))
 	// The client port is chosen before start rather than left at 0: etcd's
 	// JSON gateway (which brindle-ipam uses) dials the configured client
 	// URL, and port 0 there means nothing.
-	cu, err := freeURL()
+	cu, err := freeURL(host)
 	if err != nil {
 		return nil, err
 	}
@@ -211,90 +202,11 @@ func startOne(dir, name string, cs *clusterSpec, tf *TLSFiles) (*Member, error) 
 	return &Member{Name: name, Endpoint: scheme + e.Clients[0].Addr().String(), etcd: e}, nil
 }
 
-func freeURL() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freeURL(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
 	return "http://" + l.Addr().String(), nil
-}
-
-// childEnv, when set in the environment, makes RunChildIfAsked run etcd.
-const childEnv = "BRINDLE_ETCDTEST_CHILD_DIR"
-
-// RunChildIfAsked turns the current process into an etcd member when it was
-// started by StartProcessIn: it prints the endpoint, serves until its stdin
-// closes (the parent exited or stopped it), and exits. Call it first thing
-// in TestMain (or main).
-func RunChildIfAsked() {
-	dir := os.Getenv(childEnv)
-	if dir == "" {
-		return
-	}
-	m, err := startOne(dir, "default", nil, nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "etcdtest child:", err)
-		os.Exit(1)
-	}
-	fmt.Println("ENDPOINT " + m.Endpoint)
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	m.Stop()
-	os.Exit(0)
-}
-
-// SpawnMember runs a one-member etcd in a child process — this binary
-// again, which must call RunChildIfAsked first thing — with its data in dir.
-// start launches the command, for example inside a network namespace so
-// that the whole server, its JSON gateway included, lives there. Programs
-// (benchmarks, the lab) use it directly; tests use StartProcessIn.
-func SpawnMember(dir string, start func(*exec.Cmd) error) (*Member, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := start(cmd); err != nil {
-		return nil, fmt.Errorf("start etcd child: %w", err)
-	}
-	m := &Member{Name: "child", proc: cmd, stdin: stdin}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ENDPOINT ") {
-		m.Stop()
-		return nil, fmt.Errorf("etcd child: no endpoint (%q): %v", line, err)
-	}
-	m.Endpoint = strings.TrimSpace(strings.TrimPrefix(line, "ENDPOINT "))
-	return m, nil
-}
-
-// StartProcessIn is SpawnMember for tests: the member is stopped when the
-// test ends, and the returned client dials through dial.
-func StartProcessIn(tb testing.TB, start func(*exec.Cmd) error, dial func(ctx context.Context, addr string) (net.Conn, error)) *Server {
-	tb.Helper()
-	m, err := SpawnMember(tb.TempDir(), start)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(m.Stop)
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{m.Endpoint},
-		DialTimeout: 2 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)},
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		tb.Fatalf("etcd client: %v", err)
-	}
-	tb.Cleanup(func() { _ = cli.Close() })
-	return &Server{Member: m, Client: cli}
 }

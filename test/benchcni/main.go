@@ -26,9 +26,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
-	"github.com/brindle-net/brindle/test/lab"
 )
 
 // scenario is one plugin pair under test.
@@ -269,23 +269,21 @@ func startEtcd(host *testenv.Host, bin string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	stop, url, err := lab.StartEtcd(host.NS, bin, dir, host.Addr.String())
+	m, err := etcdtest.StartProcess(host.NS, bin, dir, host.Addr.String())
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	url, stop := m.Endpoint, m.Stop
 	etcdURL = url
 	pool := conf.IPPool{Metadata: conf.ObjectMeta{Name: "bench"}, Spec: conf.IPPoolSpec{CIDR: "10.252.0.0/16"}}
 	pool.Default()
 	b, _ := conf.MarshalPool(pool)
 	// The JSON gateway, as brindle-ipam speaks it: a plain HTTP put, dialled
 	// from inside the host namespace (net/http dials on another goroutine).
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-		err = host.NS.Do(func(ns.NetNS) error {
-			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
+	dial := etcdtest.DialIn(host.NS)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return dial(ctx, addr)
 	}}}
 	body, _ := json.Marshal(map[string]string{
 		"key":   base64.StdEncoding.EncodeToString([]byte(ipam.Prefix + "ippools/bench")),

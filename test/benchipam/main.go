@@ -56,7 +56,7 @@ func run(d time.Duration, backend string, live int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	m, err := etcdtest.StartMember(dir)
+	m, err := etcdtest.StartMember(dir, "")
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
 )
@@ -196,16 +197,16 @@ func (l *Lab) buildUnderlay() error {
 // that namespace.
 func (l *Lab) startEtcd() error {
 	host := gateway(0).String()
-	stop, url, err := StartEtcd(l.Underlay, l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
+	m, err := etcdtest.StartProcess(l.Underlay, l.cfg.BinDir, filepath.Join(l.cfg.Dir, "etcd"), host)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	l.EtcdURL = url
-	l.etcdStop = stop
+	l.EtcdURL = m.Endpoint
+	l.etcdStop = m.Stop
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{l.EtcdURL},
 		DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{grpc.WithContextDialer(l.dialer(l.Underlay))},
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(etcdtest.DialIn(l.Underlay))},
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
@@ -214,19 +215,6 @@ func (l *Lab) startEtcd() error {
 	l.Etcd = cli
 	l.logf("etcd: %s", l.EtcdURL)
 	return nil
-}
-
-// dialer connects from inside namespace n.
-func (l *Lab) dialer(n ns.NetNS) func(ctx context.Context, addr string) (net.Conn, error) {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := n.Do(func(ns.NetNS) (err error) {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
-	}
 }
 
 // seed stores the pools and the BGP configuration.

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/brindle-net/brindle/bgpd"
+	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
 	"github.com/brindle-net/brindle/plugins/routed"
@@ -214,7 +215,7 @@ func (n *Node) kill() {
 // HTTP is a client that connects from inside the node's namespace.
 func (n *Node) HTTP() *http.Client {
 	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return n.lab.dialer(n.NS)(ctx, addr)
+		return etcdtest.DialIn(n.NS)(ctx, addr)
 	}}}
 }
 
