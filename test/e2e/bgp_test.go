@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/testenv"
@@ -176,15 +173,11 @@ func TestRestartDuringPing(t *testing.T) {
 // allRoutes is `ip route show` of a node.
 func allRoutes(t *testing.T, n *lab.Node) string {
 	t.Helper()
-	var out []byte
-	err := n.NS.Do(func(ns.NetNS) (err error) {
-		out, err = exec.Command("ip", "route", "show").CombinedOutput()
-		return err
-	})
+	out, err := lab.Run(n.NS, "ip", "route", "show")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // TestRouteSyncMendsDrift: a brindle route deleted by hand comes back at
@@ -204,15 +197,11 @@ func TestRouteSyncMendsDrift(t *testing.T) {
 	n := l.Nodes[0]
 	waitRoutes(t, n, 5*time.Second, "route to "+block, func(rs []string) bool { return hasPrefix(rs, block) })
 	run := func(args ...string) string {
-		var out []byte
-		err := n.NS.Do(func(ns.NetNS) (err error) {
-			out, err = exec.Command(args[0], args[1:]...).CombinedOutput()
-			return err
-		})
+		out, err := lab.Run(n.NS, args...)
 		if err != nil {
 			t.Fatalf("%v: %v: %s", args, err, out)
 		}
-		return string(out)
+		return out
 	}
 	// Someone else's route, of protocol static, inside the pool.
 	run("ip", "route", "add", "10.244.250.0/24", "via", "198.19.1.254", "proto", "static")

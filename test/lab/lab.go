@@ -232,34 +232,37 @@ func (l *Lab) seed(ctx context.Context) error {
 
 // PutPool stores (or replaces) a pool.
 func (l *Lab) PutPool(ctx context.Context, p conf.IPPool) error {
-	p.Default()
-	if err := p.Validate(); err != nil {
-		return err
-	}
-	b, _ := conf.MarshalPool(p)
-	_, err := l.Etcd.Put(ctx, ipam.Prefix+"ippools/"+p.Metadata.Name, string(b))
-	return err
+	return l.put(ctx, "ippools/"+p.Metadata.Name, &p)
 }
 
 // PutBGPConfig stores the cluster's BGP configuration.
 func (l *Lab) PutBGPConfig(ctx context.Context, c conf.BGPConfiguration) error {
-	c.Default()
-	if err := c.Validate(); err != nil {
-		return err
-	}
-	b, _ := json.Marshal(c)
-	_, err := l.Etcd.Put(ctx, ipam.Prefix+"bgp/config", string(b))
-	return err
+	return l.put(ctx, "bgp/config", &c)
 }
 
 // PutBGPPeer stores an external peer.
 func (l *Lab) PutBGPPeer(ctx context.Context, p conf.BGPPeer) error {
-	p.Default()
-	if err := p.Validate(); err != nil {
+	return l.put(ctx, "bgp/peers/"+p.Metadata.Name, &p)
+}
+
+// document is a brindle configuration document (conf).
+type document interface {
+	Default()
+	Validate() error
+}
+
+// put stores d under key (relative to ipam.Prefix) with its defaults
+// written out, as brindlectl does, after validating it.
+func (l *Lab) put(ctx context.Context, key string, d document) error {
+	d.Default()
+	if err := d.Validate(); err != nil {
 		return err
 	}
-	b, _ := json.Marshal(p)
-	_, err := l.Etcd.Put(ctx, ipam.Prefix+"bgp/peers/"+p.Metadata.Name, string(b))
+	b, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	_, err = l.Etcd.Put(ctx, ipam.Prefix+key, string(b))
 	return err
 }
 

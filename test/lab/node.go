@@ -379,38 +379,28 @@ func tail(s string, n int) string {
 
 // diagnose describes the node's network, for errors.
 func (n *Node) diagnose() string {
-	var out []byte
-	_ = n.NS.Do(func(ns.NetNS) error {
-		for _, args := range [][]string{{"ip", "-br", "addr"}, {"ip", "neigh"}, {"ip", "route"}, {"ss", "-tn"}} {
-			o, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
-			out = append(out, []byte("$ "+strings.Join(args, " ")+"\n")...)
-			out = append(out, o...)
-		}
-		return nil
-	})
-	_ = n.lab.Underlay.Do(func(ns.NetNS) error {
-		for _, args := range [][]string{{"ip", "-br", "link"}, {"ip", "neigh"}, {"ss", "-ltn"}} {
-			o, _ := exec.Command(args[0], args[1:]...).CombinedOutput()
-			out = append(out, []byte("underlay $ "+strings.Join(args, " ")+"\n")...)
-			out = append(out, o...)
-		}
-		return nil
-	})
+	var out strings.Builder
+	for _, c := range []struct {
+		where string
+		ns    ns.NetNS
+		args  []string
+	}{
+		{"", n.NS, []string{"ip", "-br", "addr"}}, {"", n.NS, []string{"ip", "neigh"}},
+		{"", n.NS, []string{"ip", "route"}}, {"", n.NS, []string{"ss", "-tn"}},
+		{"underlay ", n.lab.Underlay, []string{"ip", "-br", "link"}}, {"underlay ", n.lab.Underlay, []string{"ip", "neigh"}},
+		{"underlay ", n.lab.Underlay, []string{"ss", "-ltn"}},
+	} {
+		o, _ := Run(c.ns, c.args...)
+		fmt.Fprintf(&out, "%s$ %s\n%s", c.where, strings.Join(c.args, " "), o)
+	}
 	b, _ := os.ReadFile(filepath.Join(n.lab.cfg.Dir, "etcd", "etcd.log"))
-	return string(out) + "etcd log:\n" + string(b)
+	return out.String() + "etcd log:\n" + string(b)
 }
 
 // Ctl runs brindlectl on the node (in its namespace, against the lab's
 // etcd and the node's brindled) and returns its output.
 func (n *Node) Ctl(args ...string) (string, error) {
-	var out []byte
-	err := n.NS.Do(func(ns.NetNS) error {
-		cmd := exec.Command(filepath.Join(n.lab.cfg.BinDir, "brindlectl"), append([]string{"--etcd-endpoints", n.lab.EtcdURL}, args...)...)
-		var err error
-		out, err = cmd.CombinedOutput()
-		return err
-	})
-	return string(out), err
+	return Run(n.NS, append([]string{filepath.Join(n.lab.cfg.BinDir, "brindlectl"), "--etcd-endpoints", n.lab.EtcdURL}, args...)...)
 }
 
 // PID is brindled's process ID (0 when it is not running).
