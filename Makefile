@@ -58,10 +58,11 @@ bench-cni: build refplugins testbins
 	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
 
 # IPAM allocations/s (1, 8, 32 workers; 1 and 10 nodes; real etcd), then
-# ADD p50 of brindle + brindle-ipam against ptp + host-local.
+# ADD/DEL latency of brindle + brindle-ipam against ptp + host-local
+# (bench-cni measures both in one run).
 bench-ipam: build refplugins testbins
 	$(GO) run ./test/benchipam
-	BRINDLE_BIN_DIR=$(abspath $(BIN)) BRINDLE_LATENCY=1 $(GO) test -count=1 -run '^TestADDLatency$$' -v ./ipam
+	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
 
 # Convergence (claim -> route on every other node, 3 and 10 nodes), 10,000
 # routes (route sync, and end to end from BIRD), brindled memory.

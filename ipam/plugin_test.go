@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,39 +17,6 @@ import (
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
 )
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-)
-
-// pluginBinDir builds only brindle-ipam, so these tests do not depend on
-// the other binaries compiling.
-func pluginBinDir(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		root, err := testenv.ModuleRoot()
-		if err != nil {
-			binErr = err
-			return
-		}
-		binDir, binErr = os.MkdirTemp("", "brindle-ipam-bin-")
-		if binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "brindle-ipam"), "./cmd/brindle-ipam")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("build brindle-ipam: %w\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binDir
-}
 
 func ipamList(t *testing.T, endpoint, extra string) *libcni.NetworkConfigList {
 	t.Helper()
@@ -68,7 +31,7 @@ func ipamList(t *testing.T, endpoint, extra string) *libcni.NetworkConfigList {
 }
 
 func cniConfig(t *testing.T) *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{pluginBinDir(t)}, t.TempDir(), nil)
+	return testenv.NewCNIConfig(testenv.BinDir(t, "brindle-ipam"), t.TempDir())
 }
 
 func rtConf(id string) *libcni.RuntimeConf {
