@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/brindle-net/brindle/conf"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
@@ -34,7 +35,7 @@ func CmdGC(args *skel.CmdArgs) error {
 	var errs []error
 	removed := 0
 	for _, l := range links {
-		if !strings.HasPrefix(l.Attrs().Name, VethPrefix) || l.Type() != "veth" {
+		if !strings.HasPrefix(l.Attrs().Name, conf.VethPrefix) || l.Type() != "veth" {
 			continue
 		}
 		a, ok := parseAlias(l.Attrs().Alias)

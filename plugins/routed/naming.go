@@ -5,8 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-
-	"github.com/brindle-net/brindle/conf"
 )
 
 // Kernel conventions shared by ADD, CHECK, DEL and GC.
@@ -24,17 +22,10 @@ var (
 )
 
 const (
-	// VethPrefix starts the name of every host veth brindle creates.
-	VethPrefix = conf.VethPrefix
 	// aliasPrefix starts the IFLA_IFALIAS that ADD stamps on the host veth,
 	// so DEL and GC can tell which attachment owns it.
 	aliasPrefix = "brindle:"
 )
-
-// HostVethName is the pod's host-side veth: see conf.HostVethName.
-func HostVethName(podNamespace, podName, containerID string) string {
-	return conf.HostVethName(podNamespace, podName, containerID)
-}
 
 // attachment identifies one CNI attachment: what GC's valid list names.
 type attachment struct {

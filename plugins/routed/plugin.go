@@ -51,7 +51,7 @@ func newCall(args *skel.CmdArgs, cmd string) (*call, error) {
 	}
 	return &call{
 		args: args, conf: c, log: log, pod: pod, closer: closer,
-		veth: HostVethName(pod.Namespace, pod.Name, args.ContainerID),
+		veth: conf.HostVethName(pod.Namespace, pod.Name, args.ContainerID),
 	}, nil
 }
 

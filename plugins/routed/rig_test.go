@@ -15,8 +15,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/testenv"
-	"github.com/brindle-net/brindle/plugins/routed"
 )
 
 // rig is one host namespace with the real binaries behind libcni, the way
@@ -95,7 +95,7 @@ func (p *pod) runtime() *libcni.RuntimeConf {
 	return p.rt
 }
 
-func (p *pod) veth() string { return routed.HostVethName("default", p.rt.Args[2][1], "") }
+func (p *pod) veth() string { return conf.HostVethName("default", p.rt.Args[2][1], "") }
 
 // in runs f in the host namespace: libcni's children are born there.
 func (r *rig) in(f func() error) error { return testenv.Do(r.t, r.host.NS, f) }

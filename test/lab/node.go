@@ -22,10 +22,10 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/brindle-net/brindle/bgpd"
+	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
-	"github.com/brindle-net/brindle/plugins/routed"
 )
 
 // HealthAddr is where each node's brindled serves health, metrics and
@@ -313,7 +313,7 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pod{Node: n, Name: name, NS: pns, nsCleanup: cleanup, HostVeth: routed.HostVethName("default", name, ""),
+	p := &Pod{Node: n, Name: name, NS: pns, nsCleanup: cleanup, HostVeth: conf.HostVethName("default", name, ""),
 		rt: &libcni.RuntimeConf{ContainerID: "ctr-" + name, NetNS: pns.Path(), IfName: "eth0",
 			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}}
 	var res *current.Result
