@@ -27,90 +27,68 @@ import (
 //	"can-reach=ADDR"     the source address the kernel uses toward ADDR
 //	"interface=NAME"     the first IPv4 address of interface NAME
 //	"192.0.2.10/24"      exactly this
+//
+// A node must have one: autodetect without a default route is an error.
 func DetectIPv4(spec string) (netip.Prefix, error) {
-	switch {
-	case spec == "" || spec == "autodetect":
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return netip.Prefix{}, fmt.Errorf("list routes: %w", err)
-		}
-		for _, r := range routes {
-			if (r.Dst == nil || prefixOf(r.Dst, netlink.FAMILY_V4).Bits() == 0) && r.LinkIndex > 0 {
-				return linkIPv4(r.LinkIndex, netip.Addr{})
-			}
-		}
-		return netip.Prefix{}, errors.New("--ip=autodetect: no IPv4 default route; give --ip ADDR/LEN or --ip can-reach=ADDR")
-	case strings.HasPrefix(spec, "can-reach="):
-		dst, err := netip.ParseAddr(strings.TrimPrefix(spec, "can-reach="))
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("--ip %s: %w", spec, err)
-		}
-		rs, err := netlink.RouteGet(net.IP(dst.AsSlice()))
-		if err != nil || len(rs) == 0 {
-			return netip.Prefix{}, fmt.Errorf("--ip %s: no route: %v", spec, err)
-		}
-		src, _ := netip.AddrFromSlice(rs[0].Src)
-		return linkIPv4(rs[0].LinkIndex, src.Unmap())
-	case strings.HasPrefix(spec, "interface="):
-		l, err := netlink.LinkByName(strings.TrimPrefix(spec, "interface="))
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("--ip %s: %w", spec, err)
-		}
-		return linkIPv4(l.Attrs().Index, netip.Addr{})
+	if spec == "" {
+		spec = "autodetect"
 	}
-	p, err := netip.ParsePrefix(spec)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("--ip %q: want autodetect, can-reach=ADDR, interface=NAME or an IPv4 ADDR/LEN", spec)
+	p, err := detect("--ip", spec, netlink.FAMILY_V4)
+	if err == nil && !p.IsValid() {
+		err = errors.New("--ip=autodetect: no IPv4 default route; give --ip ADDR/LEN or --ip can-reach=ADDR")
 	}
-	return p, nil
+	return p, err
 }
 
 // DetectIPv6 finds the node's IPv6 address with its subnet from spec:
-// "none" (no IPv6), "autodetect" (the global address of the interface
-// holding the IPv6 default route, or none if there is no such route),
-// "can-reach=ADDR", "interface=NAME", or an address with prefix length.
+// "none" (no IPv6), or as DetectIPv4; autodetect without an IPv6 default
+// route means none.
 func DetectIPv6(spec string) (netip.Prefix, error) {
-	switch {
-	case spec == "" || spec == "none":
+	if spec == "" || spec == "none" {
 		return netip.Prefix{}, nil
+	}
+	return detect("--ip6", spec, netlink.FAMILY_V6)
+}
+
+// detect implements both: flag names the flag in errors. autodetect
+// without a default route returns no prefix and no error.
+func detect(flag, spec string, family int) (netip.Prefix, error) {
+	is := func(a netip.Addr) bool { return a.Is4() == (family == netlink.FAMILY_V4) }
+	switch {
 	case spec == "autodetect":
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return netip.Prefix{}, fmt.Errorf("list IPv6 routes: %w", err)
+			return netip.Prefix{}, fmt.Errorf("%s=autodetect: list routes: %w", flag, err)
 		}
 		for _, r := range routes {
-			if (r.Dst == nil || prefixOf(r.Dst, netlink.FAMILY_V6).Bits() == 0) && r.LinkIndex > 0 {
-				return linkAddr(r.LinkIndex, netip.Addr{}, netlink.FAMILY_V6)
+			if (r.Dst == nil || prefixOf(r.Dst, family).Bits() == 0) && r.LinkIndex > 0 {
+				return linkAddr(r.LinkIndex, netip.Addr{}, family)
 			}
 		}
 		return netip.Prefix{}, nil
 	case strings.HasPrefix(spec, "can-reach="):
 		dst, err := netip.ParseAddr(strings.TrimPrefix(spec, "can-reach="))
-		if err != nil || !dst.Is6() {
-			return netip.Prefix{}, fmt.Errorf("--ip6 %s: want an IPv6 address", spec)
+		if err != nil || !is(dst) {
+			return netip.Prefix{}, fmt.Errorf("%s %s: want an address of the family", flag, spec)
 		}
 		rs, err := netlink.RouteGet(net.IP(dst.AsSlice()))
 		if err != nil || len(rs) == 0 {
-			return netip.Prefix{}, fmt.Errorf("--ip6 %s: no route: %v", spec, err)
+			return netip.Prefix{}, fmt.Errorf("%s %s: no route: %v", flag, spec, err)
 		}
 		src, _ := netip.AddrFromSlice(rs[0].Src)
-		return linkAddr(rs[0].LinkIndex, src, netlink.FAMILY_V6)
+		return linkAddr(rs[0].LinkIndex, src.Unmap(), family)
 	case strings.HasPrefix(spec, "interface="):
 		l, err := netlink.LinkByName(strings.TrimPrefix(spec, "interface="))
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("--ip6 %s: %w", spec, err)
+			return netip.Prefix{}, fmt.Errorf("%s %s: %w", flag, spec, err)
 		}
-		return linkAddr(l.Attrs().Index, netip.Addr{}, netlink.FAMILY_V6)
+		return linkAddr(l.Attrs().Index, netip.Addr{}, family)
 	}
 	p, err := netip.ParsePrefix(spec)
-	if err != nil || !p.Addr().Is6() {
-		return netip.Prefix{}, fmt.Errorf("--ip6 %q: want none, autodetect, can-reach=ADDR, interface=NAME or an IPv6 ADDR/LEN", spec)
+	if err != nil || !is(p.Addr()) {
+		return netip.Prefix{}, fmt.Errorf("%s %q: want autodetect, can-reach=ADDR, interface=NAME or an address of the family with its prefix length", flag, spec)
 	}
 	return p, nil
-}
-
-func linkIPv4(index int, want netip.Addr) (netip.Prefix, error) {
-	return linkAddr(index, want, netlink.FAMILY_V4)
 }
 
 // linkAddr returns want's prefix on the link, or its first global address
