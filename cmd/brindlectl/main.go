@@ -139,7 +139,7 @@ func run(args []string, out io.Writer) error {
 	case "bgp get":
 		return e.bgpGet(sub)
 	case "bgp delete-peer":
-		return bgpPeerDelete(e, sub)
+		return e.bgpPeerDelete(sub)
 	}
 	return usageError{fmt.Sprintf("unknown command %q", cmd)}
 }

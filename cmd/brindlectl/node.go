@@ -246,7 +246,8 @@ func (e *env) bgpGet(args []string) error {
 	return nil
 }
 
-func bgpPeerDelete(e *env, args []string) error {
+// bgpPeerDelete removes a BGPPeer: the nodes drop the session.
+func (e *env) bgpPeerDelete(args []string) error {
 	fs := flag.NewFlagSet("bgp delete-peer", flag.ContinueOnError)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
