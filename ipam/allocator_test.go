@@ -12,8 +12,6 @@ import (
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
-	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
-	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
 )
 
 // checkAllocs asserts that no address appears twice and that every address
@@ -103,17 +101,7 @@ func TestClusterMemberStoppedMidRun(t *testing.T) {
 	for _, backend := range []string{"grpc", "http"} {
 		t.Run(backend, func(t *testing.T) {
 			c := etcdtest.StartCluster(t, 3)
-			var st Store = etcdgrpc.New(etcdtest.NewClient(t, c.Endpoints()...))
-			if backend == "http" {
-				hs, err := etcdhttp.New(etcdhttp.Config{Endpoints: c.Endpoints()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(hs.Close)
-				st = hs
-			}
-			a := New(st)
-			a.Log = quietLog()
+			a := allocOn(t, backend, etcdtest.NewClient(t, c.Endpoints()...), c.Endpoints()...)
 			addPool(t, a, "default", "10.244.0.0/16", nil)
 			got := runNodes(t, a, 5, 20, func() {
 				t.Logf("stopping member %s", c.Members[0].Name)

@@ -31,9 +31,16 @@ func newAlloc(t *testing.T) (*Allocator, *etcdtest.Server) {
 func newAllocOn(t *testing.T, backend string) (*Allocator, *etcdtest.Server) {
 	t.Helper()
 	s := etcdtest.Start(t)
-	var st Store = etcdgrpc.New(s.Client)
+	return allocOn(t, backend, s.Client, s.Endpoint), s
+}
+
+// allocOn is an allocator on the named backend, reaching etcd through cli
+// (grpc) or endpoints (http).
+func allocOn(t *testing.T, backend string, cli *clientv3.Client, endpoints ...string) *Allocator {
+	t.Helper()
+	var st Store = etcdgrpc.New(cli)
 	if backend == "http" {
-		hs, err := etcdhttp.New(etcdhttp.Config{Endpoints: []string{s.Endpoint}})
+		hs, err := etcdhttp.New(etcdhttp.Config{Endpoints: endpoints})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +49,7 @@ func newAllocOn(t *testing.T, backend string) (*Allocator, *etcdtest.Server) {
 	}
 	a := New(st)
 	a.Log = quietLog()
-	return a, s
+	return a
 }
 
 func ctxT(t *testing.T) context.Context {

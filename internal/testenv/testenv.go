@@ -88,7 +88,15 @@ func BinDir(t testing.TB, cmds ...string) string {
 	return d
 }
 
-// Cleanup removes the directories BinDir built; call it from TestMain.
+// Main runs a package's tests and then Cleanup: a package whose tests use
+// BinDir has `func TestMain(m *testing.M) { testenv.Main(m) }`.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the directories BinDir built; Main calls it.
 func Cleanup() {
 	buildMu.Lock()
 	defer buildMu.Unlock()

@@ -1,14 +1,9 @@
 package routed_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/brindle-net/brindle/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }

@@ -19,11 +19,7 @@ import (
 	"github.com/brindle-net/brindle/test/lab"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // newLab builds a lab for one test and removes it when the test ends,
 // showing the daemons' logs when the test failed.
