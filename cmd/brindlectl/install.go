@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/spf13/cobra"
 
 	"github.com/brindle-net/brindle/bgpd"
 	"github.com/brindle-net/brindle/conf"
@@ -70,52 +70,62 @@ type installOptions struct {
 	Nodename     string
 }
 
-// installCNI is `brindlectl install-cni`: it puts the CNI binaries and the
-// network config on this host. The DaemonSet's init container runs it with
-// the host's /opt/cni/bin, /etc/cni/net.d and /var/lib/brindle mounted at the
-// same paths, so every path it writes into the config is the host's too.
-func installCNI(args []string, etcd conf.EtcdConfig, out io.Writer) error {
-	fs := flag.NewFlagSet("install-cni", flag.ContinueOnError)
+func init() { register("", newInstallCNICmd) }
+
+// newInstallCNICmd is `brindlectl install-cni`: it puts the CNI binaries and
+// the network config on this host. The DaemonSet's init container runs it
+// with the host's /opt/cni/bin, /etc/cni/net.d and /var/lib/brindle mounted
+// at the same paths, so every path it writes into the config is the host's
+// too. It writes the etcd settings into the config but does not talk to etcd.
+// Its flags are part of the DaemonSet (conf/k8s/30-daemonset.yaml): keep them.
+func newInstallCNICmd(a *app) *cobra.Command {
 	self, _ := os.Executable()
-	o := installOptions{Etcd: etcd}
-	var binaries, template string
-	fs.StringVar(&o.SourceDir, "source-dir", getenv("CNI_SOURCE_DIR", filepath.Dir(self)), "where the binaries to install are")
-	fs.StringVar(&binaries, "binaries", getenv("CNI_BINARIES", "brindle,brindle-ipam"), "comma-separated binaries to install")
-	fs.StringVar(&o.BinDir, "bin-dir", getenv("CNI_BIN_DIR", "/opt/cni/bin"), "the runtime's CNI binary directory")
-	fs.StringVar(&o.NetDir, "net-dir", getenv("CNI_NET_DIR", "/etc/cni/net.d"), "the runtime's CNI config directory")
-	fs.StringVar(&o.ConfName, "conf-name", getenv("CNI_CONF_NAME", "10-brindle.conflist"), "file name of the network config")
-	fs.StringVar(&template, "template", getenv("CNI_NETWORK_CONFIG_FILE", ""), "conflist template file (default: env CNI_NETWORK_CONFIG, else built in)")
-	mtu := fs.String("mtu", getenv("CNI_MTU", "0"), "pod MTU; 0: the host's default-route interface MTU")
-	fs.StringVar(&o.LogFile, "log-file", getenv("CNI_LOG_FILE", conf.DefaultLogFile), "the plugin's log file")
-	fs.StringVar(&o.LogLevel, "log-level", getenv("CNI_LOG_LEVEL", conf.DefaultLogLevel), "the plugin's log level")
-	fs.StringVar(&o.NodenameFile, "nodename-file", getenv("CNI_NODENAME_FILE", conf.DefaultNodenameFile), "the node name file the plugins read")
-	fs.StringVar(&o.Nodename, "nodename", getenv("NODENAME", ""), "if set, write it to --nodename-file now, before brindled starts")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
+	var o installOptions
+	var binaries, template, mtu string
+	c := &cobra.Command{
+		Use:   "install-cni",
+		Short: "put brindle's CNI binaries and network config on this host (the DaemonSet's init container)",
+		Long: "Copy the CNI binaries into --bin-dir and write the network config into --net-dir, each\n" +
+			"through a temporary file and a rename, after validating the rendered config the way the\n" +
+			"plugins read it. Needs no etcd: the global etcd flags are written into the config.",
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o.Etcd = a.etcdConfig()
+			var err error
+			if o.MTU, err = strconv.Atoi(mtu); err != nil {
+				return usagef(c, "--mtu %q: not a number", mtu)
+			}
+			for _, b := range strings.Split(binaries, ",") {
+				if b = strings.TrimSpace(b); b != "" {
+					o.Binaries = append(o.Binaries, b)
+				}
+			}
+			switch {
+			case template != "":
+				b, err := os.ReadFile(template)
+				if err != nil {
+					return fmt.Errorf("install-cni: --template: %w", err)
+				}
+				o.Template = string(b)
+			case os.Getenv("CNI_NETWORK_CONFIG") != "":
+				o.Template = os.Getenv("CNI_NETWORK_CONFIG")
+			}
+			return install(o, a.out)
+		},
 	}
-	if len(pos) > 0 {
-		return usageError{fmt.Sprintf("install-cni: unexpected argument %q", pos[0])}
-	}
-	if o.MTU, err = strconv.Atoi(*mtu); err != nil {
-		return usageError{fmt.Sprintf("install-cni: --mtu %q: not a number", *mtu)}
-	}
-	for _, b := range strings.Split(binaries, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			o.Binaries = append(o.Binaries, b)
-		}
-	}
-	switch {
-	case template != "":
-		b, err := os.ReadFile(template)
-		if err != nil {
-			return fmt.Errorf("install-cni: --template: %w", err)
-		}
-		o.Template = string(b)
-	case os.Getenv("CNI_NETWORK_CONFIG") != "":
-		o.Template = os.Getenv("CNI_NETWORK_CONFIG")
-	}
-	return install(o, out)
+	fs := c.Flags()
+	fs.StringVar(&o.SourceDir, "source-dir", getenv("CNI_SOURCE_DIR", filepath.Dir(self)), "where the binaries to install are (env CNI_SOURCE_DIR)")
+	fs.StringVar(&binaries, "binaries", getenv("CNI_BINARIES", "brindle,brindle-ipam"), "comma-separated binaries to install (env CNI_BINARIES)")
+	fs.StringVar(&o.BinDir, "bin-dir", getenv("CNI_BIN_DIR", "/opt/cni/bin"), "the runtime's CNI binary directory (env CNI_BIN_DIR)")
+	fs.StringVar(&o.NetDir, "net-dir", getenv("CNI_NET_DIR", "/etc/cni/net.d"), "the runtime's CNI config directory (env CNI_NET_DIR)")
+	fs.StringVar(&o.ConfName, "conf-name", getenv("CNI_CONF_NAME", "10-brindle.conflist"), "file name of the network config (env CNI_CONF_NAME)")
+	fs.StringVar(&template, "template", getenv("CNI_NETWORK_CONFIG_FILE", ""), "conflist template file (env CNI_NETWORK_CONFIG_FILE; default: env CNI_NETWORK_CONFIG, else built in)")
+	fs.StringVar(&mtu, "mtu", getenv("CNI_MTU", "0"), "pod MTU; 0: the host's default-route interface MTU (env CNI_MTU)")
+	fs.StringVar(&o.LogFile, "log-file", getenv("CNI_LOG_FILE", conf.DefaultLogFile), "the plugin's log file (env CNI_LOG_FILE)")
+	fs.StringVar(&o.LogLevel, "log-level", getenv("CNI_LOG_LEVEL", conf.DefaultLogLevel), "the plugin's log level (env CNI_LOG_LEVEL)")
+	fs.StringVar(&o.NodenameFile, "nodename-file", getenv("CNI_NODENAME_FILE", conf.DefaultNodenameFile), "the node name file the plugins read (env CNI_NODENAME_FILE)")
+	fs.StringVar(&o.Nodename, "nodename", getenv("NODENAME", ""), "if set, write it to --nodename-file now, before brindled starts (env NODENAME)")
+	return c
 }
 
 // install validates everything first, then copies the TLS files and the

@@ -1,188 +1,238 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
-	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/brindle-net/brindle/ipam"
 )
 
-func outputFlag(fs *flag.FlagSet) *string { return fs.String("o", "table", "") }
-
-func checkOutput(cmd, o string) error {
-	if o != "table" && o != "json" {
-		return usageError{fmt.Sprintf("%s: -o %q: want table or json", cmd, o)}
-	}
-	return nil
+func init() {
+	register("", func(*app) *cobra.Command {
+		return newGroup("ipam", "IPAM inspection and repair: show, check, release, config")
+	})
+	register("ipam", newIPAMShowCmd)
+	register("ipam", newIPAMCheckCmd)
+	register("ipam", newIPAMReleaseCmd)
+	register("ipam", newIPAMConfigCmd)
 }
 
-func (e *env) ipamShow(args []string) error {
-	fs := flag.NewFlagSet("ipam show", flag.ContinueOnError)
-	ipFlag := fs.String("ip", "", "")
-	output := outputFlag(fs)
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := checkOutput("ipam show", *output); err != nil {
-		return err
-	}
-	if *ipFlag != "" {
-		ip, err := netip.ParseAddr(*ipFlag)
-		if err != nil {
-			return fmt.Errorf("--ip %q: %w", *ipFlag, err)
-		}
-		info, err := e.alloc.ShowIP(e.ctx, ip)
-		if err != nil {
-			return err
-		}
-		if *output == "json" {
-			return writeJSON(e.out, info)
-		}
-		tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "IP\t%s\nPOOL\t%s\nBLOCK\t%s\nAFFINITY\t%s\nALLOCATED\t%v\n", info.IP, info.Pool, info.Block, info.Affinity, info.Allocated)
-		if info.Allocated {
-			fmt.Fprintf(tw, "HANDLE\t%s\nSEQ\t%d\n", info.Handle, info.Seq)
-			var keys []string
-			for k := range info.Attrs {
-				keys = append(keys, k)
+func newIPAMShowCmd(a *app) *cobra.Command {
+	var o outputFlag
+	var ip string
+	c := &cobra.Command{
+		Use:   "show [--ip ADDR]",
+		Short: "pools and blocks with their use, or who holds one address",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var addr netip.Addr
+			if ip != "" {
+				var err error
+				if addr, err = netip.ParseAddr(ip); err != nil {
+					return usagef(c, "--ip %q: not an IP address", ip)
+				}
 			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				fmt.Fprintf(tw, "%s\t%s\n", strings.ToUpper(k), info.Attrs[k])
+			return a.withEnv(func(e *env) error {
+				if addr.IsValid() {
+					info, err := e.alloc.ShowIP(e.ctx, addr)
+					if err != nil {
+						return err
+					}
+					return o.print(a.out, info, func(t *table) { ipInfoTable(t, info) })
+				}
+				pools, blocks, err := e.alloc.Usage(e.ctx)
+				if err != nil {
+					return err
+				}
+				data := map[string]any{"pools": pools, "blocks": blocks}
+				return o.print(a.out, data, func(t *table) {
+					t.header("POOL", "CIDR", "SIZE", "BLOCKS", "IN BLOCKS", "USED", "DISABLED", "|", "FREE IN BLOCKS")
+					for _, p := range pools {
+						t.row(p.Name, p.CIDR, fmt.Sprint(p.Size), strconv.Itoa(p.Blocks), strconv.Itoa(p.InBlocks),
+							strconv.Itoa(p.Used), strconv.FormatBool(p.Disabled), strconv.Itoa(p.InBlocks-p.Used))
+					}
+					t.line("")
+					t.header("BLOCK", "POOL", "AFFINITY", "STATE", "USED", "FREE")
+					for _, b := range blocks {
+						t.row(b.CIDR, b.Pool, b.Affinity, b.State, strconv.Itoa(b.Used), strconv.Itoa(b.Free))
+					}
+				})
+			})
+		},
+	}
+	c.Flags().StringVar(&ip, "ip", "", "show who holds this address: pool, block, node, handle, pod")
+	o.add(c, "table")
+	return c
+}
+
+func ipInfoTable(t *table, info ipam.IPInfo) {
+	t.row("IP", info.IP)
+	t.row("POOL", info.Pool)
+	t.row("BLOCK", info.Block)
+	t.row("AFFINITY", info.Affinity)
+	t.row("ALLOCATED", strconv.FormatBool(info.Allocated))
+	if info.Allocated {
+		t.row("HANDLE", info.Handle)
+		t.row("SEQ", strconv.FormatUint(info.Seq, 10))
+		keys := make([]string, 0, len(info.Attrs))
+		for k := range info.Attrs {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			t.row(strings.ToUpper(k), info.Attrs[k])
+		}
+	}
+}
+
+func newIPAMCheckCmd(a *app) *cobra.Command {
+	var o outputFlag
+	c := &cobra.Command{
+		Use:   "check",
+		Short: "find leaked allocations, endpoints without allocation, blocks of gone nodes",
+		Long: "Find leaked allocations, endpoints without allocation and blocks of nodes that are gone,\n" +
+			"in one consistent read of etcd. Nothing is changed: `ipam release` releases what check finds.",
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return a.withEnv(func(e *env) error {
+				r, err := a.check(e)
+				if err != nil {
+					return err
+				}
+				return a.printCheck(&o, r)
+			})
+		},
+	}
+	o.add(c, "table")
+	return c
+}
+
+// check runs the IPAM check with progress on a terminal.
+func (a *app) check(e *env) (ipam.CheckReport, error) {
+	start := time.Now()
+	a.progress("checking IPAM records in etcd...")
+	r, err := e.alloc.Check(e.ctx)
+	a.progressDone()
+	if err == nil {
+		a.progress("checked in %s\n", time.Since(start).Round(time.Millisecond))
+	}
+	return r, err
+}
+
+func (a *app) printCheck(o *outputFlag, r ipam.CheckReport) error {
+	err := o.print(a.out, r, func(t *table) {
+		t.line("LEAKED ALLOCATIONS (%d)", len(r.Leaks))
+		if len(r.Leaks) > 0 {
+			t.header("IP", "SEQ", "HANDLE", "NODE", "REASON")
+			for _, l := range r.Leaks {
+				t.row(l.IP, strconv.FormatUint(l.Seq, 10), l.Handle, l.Node, l.Reason)
 			}
 		}
-		return tw.Flush()
-	}
-	pools, blocks, err := e.alloc.Usage(e.ctx)
-	if err != nil {
-		return err
-	}
-	if *output == "json" {
-		return writeJSON(e.out, map[string]any{"pools": pools, "blocks": blocks})
-	}
-	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tCIDR\tSIZE\tBLOCKS\tIN BLOCKS\tUSED\tDISABLED")
-	for _, p := range pools {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%v\n", p.Name, p.CIDR, p.Size, p.Blocks, p.InBlocks, p.Used, p.Disabled)
-	}
-	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "BLOCK\tPOOL\tAFFINITY\tSTATE\tUSED\tFREE")
-	for _, b := range blocks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", b.CIDR, b.Pool, b.Affinity, b.State, b.Used, b.Free)
-	}
-	return tw.Flush()
-}
-
-func (e *env) ipamCheck(args []string) error {
-	fs := flag.NewFlagSet("ipam check", flag.ContinueOnError)
-	output := outputFlag(fs)
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := checkOutput("ipam check", *output); err != nil {
-		return err
-	}
-	r, err := e.alloc.Check(e.ctx)
-	if err != nil {
-		return err
-	}
-	if *output == "json" {
-		return writeJSON(e.out, r)
-	}
-	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "LEAKED ALLOCATIONS (%d)\n", len(r.Leaks))
-	if len(r.Leaks) > 0 {
-		fmt.Fprintln(tw, "IP\tSEQ\tHANDLE\tNODE\tREASON")
-		for _, l := range r.Leaks {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", l.IP, l.Seq, l.Handle, l.Node, l.Reason)
+		t.line("\nENDPOINTS WITHOUT ALLOCATION (%d)", len(r.Orphans))
+		if len(r.Orphans) > 0 {
+			t.header("NODE", "ID", "ADDRESSES")
+			for _, o := range r.Orphans {
+				t.row(o.Node, o.ID, strings.Join(o.Addresses, ","))
+			}
 		}
-	}
-	fmt.Fprintf(tw, "\nENDPOINTS WITHOUT ALLOCATION (%d)\n", len(r.Orphans))
-	if len(r.Orphans) > 0 {
-		fmt.Fprintln(tw, "NODE\tID\tADDRESSES")
-		for _, o := range r.Orphans {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", o.Node, o.ID, strings.Join(o.Addresses, ","))
+		t.line("\nBLOCKS OF GONE NODES (%d)", len(r.StaleBlocks))
+		if r.NoNodes {
+			t.line("(no node records exist at all, so none is called gone; is brindled running?)")
 		}
-	}
-	fmt.Fprintf(tw, "\nBLOCKS OF GONE NODES (%d)\n", len(r.StaleBlocks))
-	if r.NoNodes {
-		fmt.Fprintln(tw, "(no node records exist at all, so none is called gone; is brindled running?)")
-	}
-	if len(r.StaleBlocks) > 0 {
-		fmt.Fprintln(tw, "BLOCK\tNODE\tUSED")
-		for _, s := range r.StaleBlocks {
-			fmt.Fprintf(tw, "%s\t%s\t%d\n", s.CIDR, s.Node, s.Used)
+		if len(r.StaleBlocks) > 0 {
+			t.header("BLOCK", "NODE", "USED")
+			for _, s := range r.StaleBlocks {
+				t.row(s.CIDR, s.Node, strconv.Itoa(s.Used))
+			}
 		}
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if !r.Clean() {
-		fmt.Fprintln(e.out, "\nrun `brindlectl ipam release` to release these")
-	}
-	return nil
-}
-
-func (e *env) ipamRelease(args []string) error {
-	fs := flag.NewFlagSet("ipam release", flag.ContinueOnError)
-	dry := fs.Bool("dry-run", false, "")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	r, err := e.alloc.Check(e.ctx)
-	if err != nil {
-		return err
-	}
-	if r.Clean() {
-		fmt.Fprintln(e.out, "nothing to release")
-		return nil
-	}
-	if *dry {
-		return e.ipamCheck([]string{})
-	}
-	done, err := e.alloc.Repair(e.ctx, r)
-	for _, d := range done {
-		fmt.Fprintln(e.out, d)
+	})
+	if err == nil && !o.structured() && !r.Clean() {
+		fmt.Fprintln(a.out, "\nrun `brindlectl ipam release` to release these")
 	}
 	return err
 }
 
-func (e *env) ipamConfig(args []string) error {
-	fs := flag.NewFlagSet("ipam config", flag.ContinueOnError)
-	strict := fs.String("strict-affinity", "", "")
-	maxBlocks := fs.Int("max-blocks-per-host", -1, "")
-	output := outputFlag(fs)
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
+func newIPAMReleaseCmd(a *app) *cobra.Command {
+	var dry bool
+	c := &cobra.Command{
+		Use:   "release [--dry-run]",
+		Short: "release what `ipam check` finds",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return a.withEnv(func(e *env) error {
+				r, err := a.check(e)
+				if err != nil {
+					return err
+				}
+				if r.Clean() {
+					fmt.Fprintln(a.out, "nothing to release")
+					return nil
+				}
+				if dry {
+					return a.printCheck(&outputFlag{format: "table"}, r)
+				}
+				done, err := e.alloc.Repair(e.ctx, r)
+				for _, d := range done {
+					fmt.Fprintln(a.out, d)
+				}
+				return err
+			})
+		},
 	}
-	if err := checkOutput("ipam config", *output); err != nil {
-		return err
+	c.Flags().BoolVar(&dry, "dry-run", false, "print what would be released, change nothing")
+	return c
+}
+
+func newIPAMConfigCmd(a *app) *cobra.Command {
+	var o outputFlag
+	var strict string
+	var maxBlocks int
+	c := &cobra.Command{
+		Use:   "config [--strict-affinity=BOOL] [--max-blocks-per-host=N]",
+		Short: "show or change the IPAM settings (ipam/config)",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			switch strict {
+			case "", "true", "false":
+			default:
+				return usagef(c, "--strict-affinity %q: want true or false", strict)
+			}
+			if c.Flags().Changed("max-blocks-per-host") && maxBlocks < 0 {
+				return usagef(c, "--max-blocks-per-host %d: want 0 (no limit) or more", maxBlocks)
+			}
+			return a.withEnv(func(e *env) error {
+				cfg, err := e.alloc.GetConfig(e.ctx)
+				if err != nil {
+					return err
+				}
+				changed := false
+				if strict != "" {
+					cfg.StrictAffinity, changed = strict == "true", true
+				}
+				if c.Flags().Changed("max-blocks-per-host") {
+					cfg.MaxBlocksPerHost, changed = maxBlocks, true
+				}
+				if changed {
+					if err := e.alloc.SetConfig(e.ctx, cfg); err != nil {
+						return err
+					}
+				}
+				if !o.structured() {
+					fmt.Fprintf(a.out, "strictAffinity: %v\nmaxBlocksPerHost: %d\n", cfg.StrictAffinity, cfg.MaxBlocksPerHost)
+					return nil
+				}
+				return o.print(a.out, cfg, nil)
+			})
+		},
 	}
-	c, err := e.alloc.GetConfig(e.ctx)
-	if err != nil {
-		return err
-	}
-	changed := false
-	switch *strict {
-	case "":
-	case "true", "false":
-		c.StrictAffinity, changed = *strict == "true", true
-	default:
-		return usageError{fmt.Sprintf("--strict-affinity %q: want true or false", *strict)}
-	}
-	if *maxBlocks >= 0 {
-		c.MaxBlocksPerHost, changed = *maxBlocks, true
-	}
-	if changed {
-		if err := e.alloc.SetConfig(e.ctx, c); err != nil {
-			return err
-		}
-	}
-	if *output == "json" {
-		return writeJSON(e.out, c)
-	}
-	fmt.Fprintf(e.out, "strictAffinity: %v\nmaxBlocksPerHost: %d\n", c.StrictAffinity, c.MaxBlocksPerHost)
-	return nil
+	c.Flags().StringVar(&strict, "strict-affinity", "", "true: never borrow addresses from other nodes' blocks")
+	c.Flags().IntVar(&maxBlocks, "max-blocks-per-host", 0, "blocks one node may claim; 0 is no limit")
+	o.add(c, "table", "table", "json", "yaml")
+	return c
 }

@@ -1,162 +1,96 @@
 // Command brindlectl is the operator's tool: IP pools, IPAM inspection and
-// repair. Its logic lives in packages ipam and conf; this is flags and output.
+// repair, nodes and BGP, pods and their packets, and the CNI installer the
+// DaemonSet runs. Its logic lives in packages (ipam, conf, bgpd, capture);
+// this is commands, flags and output, on cobra.
+//
+// Adding a command. Put it in a file of its own in this directory and
+// register it from that file's init:
+//
+//	func init() { register("", newWidgetCmd) }        // brindlectl widget ...
+//	func init() { register("ipam", newIPAMFooCmd) }   // brindlectl ipam foo
+//
+//	func newWidgetCmd(a *app) *cobra.Command {
+//		var o outputFlag
+//		c := &cobra.Command{
+//			Use:   "widget NAME",
+//			Short: "one line for the command list",
+//			Args:  exactArgs(1, "NAME"),
+//			RunE: func(c *cobra.Command, args []string) error {
+//				e, err := a.open() // etcd, with the --timeout context
+//				if err != nil {
+//					return err
+//				}
+//				defer e.close()
+//				return o.print(a.out, rows, func(t *table) { ... })
+//			},
+//		}
+//		o.add(c, "table") // -o table|wide|json|yaml
+//		return c
+//	}
+//
+// The first argument of register names the parent ("" is the root, "ipam"
+// the ipam group; a group is made with newGroup). Return usageError for bad
+// arguments (exit 2) and a wrapped error for failures (exit 1); data goes to
+// a.out, progress through a.progress (stderr, only on a terminal).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/brindle-net/brindle/conf"
-	"github.com/brindle-net/brindle/internal/etcdclient"
-	"github.com/brindle-net/brindle/ipam"
-	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
+	"os/signal"
+	"syscall"
 )
 
-const usage = `usage: brindlectl [global flags] <command> [flags]
-
-commands:
-  pool apply -f FILE|-           create or update the IPPools in a YAML file
-  pool get [NAME] [-o yaml|json|table]
-  pool delete NAME [--force]     refused while addresses are allocated unless --force
-  ipam show [--ip ADDR] [-o json]
-  ipam check [-o json]           leaks, orphan endpoints, blocks of gone nodes
-  ipam release [--dry-run]       release what check found
-  ipam config [--strict-affinity=BOOL] [--max-blocks-per-host=N] [-o json]
-  node list [-o json]            registered nodes, their addresses, AS and blocks
-  node status [--addr A] [-o json]  this node's BGP sessions and routes (asks the local brindled)
-  node delete NAME               the node leaves: peers drop it and its routes
-  bgp apply -f FILE|-            BGPConfiguration and BGPPeer documents
-  bgp get [-o yaml|json]         the BGP configuration in force and the peers
-  bgp delete-peer NAME
-  install-cni [--bin-dir D] [--net-dir D] [--template F] [--mtu N] [--nodename N] ...
-                                 put brindle's CNI binaries and network config on
-                                 this host (the DaemonSet's init container; no etcd)
-
-global flags (before the command):
-  --etcd-endpoints  comma-separated URLs (env ETCD_ENDPOINTS, default http://127.0.0.1:2379)
-  --etcd-ca-cert-file, --etcd-cert-file, --etcd-key-file (env ETCD_CA_CERT_FILE, ...)
-  --timeout         per command (default 10s)
-`
-
-// env is the settings shared by every command.
-type env struct {
-	out   io.Writer
-	cli   *clientv3.Client
-	alloc *ipam.Allocator
-	ctx   context.Context
-}
+// Exit codes, documented in docs/cli.md.
+const (
+	exitOK          = 0
+	exitFailure     = 1   // the command ran and failed
+	exitUsage       = 2   // unknown command, bad flag or argument
+	exitInterrupted = 130 // SIGINT/SIGTERM ended a command that had no clean way to stop
+)
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "brindlectl:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprint(os.Stderr, usage)
-			os.Exit(2)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := runContext(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
+	stop()
+	os.Exit(report(err, interrupted, os.Stderr))
+}
+
+// report prints err and returns the exit code for it.
+func report(err error, interrupted bool, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "brindlectl:", err)
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		if ue.cmd != "" {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", ue.cmd)
 		}
-		os.Exit(1)
+		return exitUsage
+	case interrupted:
+		return exitInterrupted
 	}
+	return exitFailure
 }
 
-type usageError struct{ msg string }
-
-func (u usageError) Error() string { return u.msg }
-
-func getenv(k, def string) string {
-	if v, ok := os.LookupEnv(k); ok && v != "" {
-		return v
-	}
-	return def
-}
-
+// run is runContext with no stdin and stderr discarded, for tests.
 func run(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("brindlectl", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	endpoints := fs.String("etcd-endpoints", getenv("ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "")
-	ca := fs.String("etcd-ca-cert-file", getenv("ETCD_CA_CERT_FILE", ""), "")
-	cert := fs.String("etcd-cert-file", getenv("ETCD_CERT_FILE", ""), "")
-	key := fs.String("etcd-key-file", getenv("ETCD_KEY_FILE", ""), "")
-	timeout := fs.Duration("timeout", 10*time.Second, "")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
-	}
-	rest := fs.Args()
-	cfg := conf.EtcdConfig{CACertFile: *ca, CertFile: *cert, KeyFile: *key}
-	for _, ep := range strings.Split(*endpoints, ",") {
-		if ep = strings.TrimSpace(ep); ep != "" {
-			cfg.Endpoints = append(cfg.Endpoints, ep)
-		}
-	}
-	// install-cni writes the etcd settings into the network config but
-	// does not talk to etcd itself.
-	if len(rest) > 0 && rest[0] == "install-cni" {
-		return installCNI(rest[1:], cfg, out)
-	}
-	if len(rest) < 2 {
-		return usageError{"missing command"}
-	}
-	cli, err := etcdclient.New(cfg)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	e := &env{out: out, cli: cli, alloc: ipam.New(etcdgrpc.New(cli)), ctx: ctx}
-	cmd := rest[0] + " " + rest[1]
-	sub := rest[2:]
-	switch cmd {
-	case "pool apply":
-		return e.poolApply(sub)
-	case "pool get":
-		return e.poolGet(sub)
-	case "pool delete":
-		return e.poolDelete(sub)
-	case "ipam show":
-		return e.ipamShow(sub)
-	case "ipam check":
-		return e.ipamCheck(sub)
-	case "ipam release":
-		return e.ipamRelease(sub)
-	case "ipam config":
-		return e.ipamConfig(sub)
-	case "node list":
-		return e.nodeList(sub)
-	case "node status":
-		return e.nodeStatus(sub)
-	case "node delete":
-		return e.nodeDelete(sub)
-	case "bgp apply":
-		return e.bgpApply(sub)
-	case "bgp get":
-		return e.bgpGet(sub)
-	case "bgp delete-peer":
-		return e.bgpPeerDelete(sub)
-	}
-	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	return runContext(context.Background(), args, os.Stdin, out, io.Discard)
 }
 
-// parseFlags parses a subcommand's flags, allowing them after positional
-// arguments too (`pool delete NAME --force`).
-func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+// runContext runs one brindlectl command line.
+func runContext(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) error {
+	a := &app{ctx: ctx, in: in, out: out, errOut: errOut}
+	root := newRoot(a)
+	root.SetArgs(args)
+	root.SetIn(in)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	return classify(root.ExecuteContext(ctx))
 }

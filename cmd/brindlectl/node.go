@@ -2,16 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"sigs.k8s.io/yaml"
 
@@ -20,19 +18,29 @@ import (
 	"github.com/brindle-net/brindle/ipam"
 )
 
-// nodeList prints every registered node with its blocks.
-func (e *env) nodeList(args []string) error {
-	fs := flag.NewFlagSet("node list", flag.ContinueOnError)
-	output := fs.String("o", "table", "table or json")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
+func init() {
+	register("", func(*app) *cobra.Command {
+		return newGroup("node", "nodes: list, status (BGP sessions and routes), delete")
+	})
+	register("node", newNodeListCmd)
+	register("node", newNodeStatusCmd)
+	register("node", newNodeDeleteCmd)
+}
+
+// nodeRow is a node record with the blocks affine to it.
+type nodeRow struct {
+	conf.Node
+	Blocks []string `json:"blocks"`
+}
+
+// listNodes reads every node record and its blocks at one revision.
+func listNodes(e *env) ([]nodeRow, error) {
 	res, err := e.cli.Txn(e.ctx).Then(
 		clientv3.OpGet(ipam.Prefix+"nodes/", clientv3.WithPrefix()),
 		clientv3.OpGet(ipam.Prefix+"ipam/affinity/", clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
-		return fmt.Errorf("read nodes: %w", err)
+		return nil, fmt.Errorf("read nodes: %w", err)
 	}
 	blocks := map[string][]string{}
 	for _, kv := range res.Responses[1].GetResponseRange().Kvs {
@@ -45,233 +53,171 @@ func (e *env) nodeList(args []string) error {
 			blocks[node] = append(blocks[node], cidr)
 		}
 	}
-	var nodes []conf.Node
+	var rows []nodeRow
 	for _, kv := range res.Responses[0].GetResponseRange().Kvs {
 		n, err := conf.UnmarshalNode(kv.Value)
 		if err != nil {
-			return fmt.Errorf("%s: %w", kv.Key, err)
+			return nil, fmt.Errorf("%s: %w", kv.Key, err)
 		}
-		nodes = append(nodes, n)
+		rows = append(rows, nodeRow{n, blocks[n.Name]})
 	}
-	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
-	if *output == "json" {
-		type row struct {
-			conf.Node
-			Blocks []string `json:"blocks"`
-		}
-		var rows []row
-		for _, n := range nodes {
-			rows = append(rows, row{n, blocks[n.Name]})
-		}
-		return writeJSON(e.out, rows)
-	}
-	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tIPV4\tAS\tRR CLUSTER\tBLOCKS\tLABELS\tREGISTERED")
-	for _, n := range nodes {
-		as := "cluster"
-		if n.ASNumber != 0 {
-			as = fmt.Sprint(n.ASNumber)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.IPv4Address, as, dash(n.RouteReflectorClusterID),
-			dash(strings.Join(blocks[n.Name], ",")), dash(labels(n.Labels)), n.Registered.Format(time.RFC3339))
-	}
-	return tw.Flush()
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+	return rows, nil
 }
 
-// nodeStatus asks the local brindled for its sessions and routes.
-func (e *env) nodeStatus(args []string) error {
-	fs := flag.NewFlagSet("node status", flag.ContinueOnError)
-	addr := fs.String("addr", getenv("BRINDLED_ADDR", "127.0.0.1:9099"), "brindled's health address")
-	output := fs.String("o", "table", "table or json")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
+func newNodeListCmd(a *app) *cobra.Command {
+	var o outputFlag
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "registered nodes, their addresses, AS and blocks",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return a.withEnv(func(e *env) error {
+				rows, err := listNodes(e)
+				if err != nil {
+					return err
+				}
+				if rows == nil {
+					rows = []nodeRow{}
+				}
+				return o.print(a.out, rows, func(t *table) {
+					t.header("NAME", "IPV4", "AS", "RR CLUSTER", "BLOCKS", "LABELS", "REGISTERED", "|", "IPV6", "TUNNEL IP", "VTEP MAC")
+					for _, n := range rows {
+						as := "cluster"
+						if n.ASNumber != 0 {
+							as = fmt.Sprint(n.ASNumber)
+						}
+						t.row(n.Name, n.IPv4Address, as, dash(n.RouteReflectorClusterID), dash(strings.Join(n.Blocks, ",")),
+							dash(labels(n.Labels)), n.Registered.Format(time.RFC3339), dash(n.IPv6Address), dash(n.TunnelIPv4), dash(n.VXLANMAC))
+					}
+				})
+			})
+		},
 	}
-	req, _ := http.NewRequestWithContext(e.ctx, "GET", "http://"+*addr+"/status", nil)
+	o.add(c, "table")
+	return c
+}
+
+func newNodeStatusCmd(a *app) *cobra.Command {
+	var o outputFlag
+	var addr string
+	c := &cobra.Command{
+		Use:   "status [--addr HOST:PORT]",
+		Short: "this node's BGP sessions and routes (asks the local brindled)",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			body, st, err := a.localStatus(addr)
+			if err != nil {
+				return err
+			}
+			switch o.format {
+			case "json":
+				_, err := a.out.Write(body)
+				return err
+			case "yaml":
+				y, err := yaml.JSONToYAML(body)
+				if err != nil {
+					return err
+				}
+				_, err = a.out.Write(y)
+				return err
+			}
+			printStatus(a.out, st, o.wide())
+			return nil
+		},
+	}
+	c.Flags().StringVar(&addr, "addr", getenv("BRINDLED_ADDR", "127.0.0.1:9099"), "brindled's health address (env BRINDLED_ADDR)")
+	o.add(c, "table")
+	return c
+}
+
+// localStatus reads /status of the brindled at addr.
+func (a *app) localStatus(addr string) ([]byte, bgpd.Status, error) {
+	var st bgpd.Status
+	ctx, cancel := contextTimeout(a)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/status", nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("brindled at %s: %w (is it running on this node? --addr)", *addr, err)
+		return nil, st, fmt.Errorf("brindled at %s: %w (is it running on this node? --addr)", addr, err)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)
 	if err != nil {
-		return err
+		return nil, st, err
 	}
-	if *output == "json" {
-		_, err := e.out.Write(body)
-		return err
-	}
-	var st bgpd.Status
 	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("decode status: %w", err)
+		return nil, st, fmt.Errorf("decode status: %w", err)
 	}
+	return body, st, nil
+}
+
+func printStatus(w io.Writer, st bgpd.Status, wide bool) {
 	ready := "ready"
 	if !st.Ready {
 		ready = "NOT READY: " + strings.Join(st.NotReady, "; ")
 	}
-	fmt.Fprintf(e.out, "node %s  %s  (%s)\n\n", st.Node.Name, st.Node.IPv4Address, ready)
-	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tNAME\tKIND\tAS\tSTATE\tUPTIME\tRECEIVED\tACCEPTED")
+	fmt.Fprintf(w, "node %s  %s  (%s)\n\n", st.Node.Name, st.Node.IPv4Address, ready)
+	t := newTable(w, wide)
+	t.header("PEER", "NAME", "KIND", "AS", "STATE", "UPTIME", "RECEIVED", "ACCEPTED", "|", "SINCE")
 	for _, p := range st.Peers {
-		up := "-"
+		up, since := "-", "-"
 		if !p.Since.IsZero() {
 			up = time.Since(p.Since).Round(time.Second).String()
+			since = p.Since.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\n", p.Address, dash(p.Name), dash(p.Kind), p.ASN, p.State, up, p.Received, p.Accepted)
+		t.row(p.Address, dash(p.Name), dash(p.Kind), fmt.Sprint(p.ASN), p.State, up, fmt.Sprint(p.Received), fmt.Sprint(p.Accepted), since)
 	}
-	tw.Flush()
-	fmt.Fprintf(e.out, "\nannounced: %s\n", dash(strings.Join(st.Exports, ", ")))
-	fmt.Fprintf(e.out, "\nroutes (proto %d), last sync %s ago in %s:\n", bgpd.RouteProtocol,
+	t.flush()
+	fmt.Fprintf(w, "\nannounced: %s\n", dash(strings.Join(st.Exports, ", ")))
+	if wide {
+		fmt.Fprintf(w, "learned: %s\n", dash(strings.Join(st.Learned, ", ")))
+	}
+	fmt.Fprintf(w, "\nroutes (proto %d), last sync %s ago in %s:\n", bgpd.RouteProtocol,
 		time.Since(st.LastSync.At).Round(time.Millisecond), st.LastSync.Took.Round(time.Microsecond))
 	for _, r := range st.Routes {
-		fmt.Fprintf(e.out, "  %s\n", r)
+		fmt.Fprintf(w, "  %s\n", r)
 	}
 	for _, er := range st.Errors {
-		fmt.Fprintf(e.out, "error: %s\n", er)
+		fmt.Fprintf(w, "error: %s\n", er)
 	}
-	return nil
 }
 
-// nodeDelete removes a node's record: the other nodes drop their sessions
-// with it and its routes. Its blocks stay until `ipam check`/`release`.
-func (e *env) nodeDelete(args []string) error {
-	fs := flag.NewFlagSet("node delete", flag.ContinueOnError)
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
+func newNodeDeleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:               "delete NAME",
+		Short:             "the node leaves: its peers drop it and its routes (its blocks stay until ipam release)",
+		Args:              exactArgs(1, "one node NAME"),
+		ValidArgsFunction: a.completeNodes,
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.withEnv(func(e *env) error {
+				res, err := e.cli.Delete(e.ctx, ipam.Prefix+"nodes/"+args[0])
+				if err != nil {
+					return err
+				}
+				if res.Deleted == 0 {
+					return fmt.Errorf("node %q: not registered", args[0])
+				}
+				fmt.Fprintf(a.out, "node %s deleted\n", args[0])
+				return nil
+			})
+		},
 	}
-	if len(pos) != 1 {
-		return usageError{"node delete: want one node name"}
-	}
-	res, err := e.cli.Delete(e.ctx, ipam.Prefix+"nodes/"+pos[0])
-	if err != nil {
-		return err
-	}
-	if res.Deleted == 0 {
-		return fmt.Errorf("node %q: not registered", pos[0])
-	}
-	fmt.Fprintf(e.out, "node %s deleted\n", pos[0])
-	return nil
 }
 
-// bgpApply stores BGPConfiguration and BGPPeer documents.
-func (e *env) bgpApply(args []string) error {
-	fs := flag.NewFlagSet("bgp apply", flag.ContinueOnError)
-	file := fs.String("f", "", "YAML file, or - for stdin")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	var data []byte
-	var err error
-	switch *file {
-	case "":
-		return usageError{"bgp apply: -f FILE is required"}
-	case "-":
-		data, err = io.ReadAll(os.Stdin)
-	default:
-		data, err = os.ReadFile(*file)
-	}
-	if err != nil {
-		return err
-	}
-	cfgs, peers, err := conf.ParseBGPDocs(data)
-	if err != nil {
-		return err
-	}
-	var ops []clientv3.Op
-	for _, c := range cfgs {
-		b, _ := json.Marshal(c)
-		ops = append(ops, clientv3.OpPut(ipam.Prefix+"bgp/config", string(b)))
-	}
-	for _, p := range peers {
-		b, _ := json.Marshal(p)
-		ops = append(ops, clientv3.OpPut(ipam.Prefix+"bgp/peers/"+p.Metadata.Name, string(b)))
-	}
-	// All documents or none.
-	if _, err := e.cli.Txn(e.ctx).Then(ops...).Commit(); err != nil {
-		return err
-	}
-	for _, c := range cfgs {
-		fmt.Fprintf(e.out, "BGPConfiguration %s applied\n", c.Metadata.Name)
-	}
-	for _, p := range peers {
-		fmt.Fprintf(e.out, "BGPPeer %s applied\n", p.Metadata.Name)
-	}
-	return nil
-}
-
-// bgpGet prints the BGP configuration in force and the peers.
-func (e *env) bgpGet(args []string) error {
-	fs := flag.NewFlagSet("bgp get", flag.ContinueOnError)
-	output := fs.String("o", "yaml", "yaml or json")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	res, err := e.cli.Txn(e.ctx).Then(clientv3.OpGet(ipam.Prefix+"bgp/", clientv3.WithPrefix())).Commit()
-	if err != nil {
-		return err
-	}
-	cfg := conf.DefaultBGPConfiguration()
-	var docs []any
-	var peers []any
-	for _, kv := range res.Responses[0].GetResponseRange().Kvs {
-		if string(kv.Key) == ipam.Prefix+"bgp/config" {
-			if cfg, err = conf.UnmarshalBGPConfiguration(kv.Value); err != nil {
-				return err
+// completeNodes completes registered node names.
+func (a *app) completeNodes(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	var names []string
+	if len(args) == 0 {
+		a.withEnv(func(e *env) error {
+			rows, err := listNodes(e)
+			for _, n := range rows {
+				names = append(names, n.Name)
 			}
-			continue
-		}
-		p, err := conf.UnmarshalBGPPeer(kv.Value)
-		if err != nil {
-			return fmt.Errorf("%s: %w", kv.Key, err)
-		}
-		if p.Spec.Password != "" {
-			p.Spec.Password = "(set)"
-		}
-		peers = append(peers, p)
-	}
-	docs = append(append(docs, cfg), peers...)
-	if *output == "json" {
-		return writeJSON(e.out, docs)
-	}
-	for i, d := range docs {
-		b, err := yaml.Marshal(d)
-		if err != nil {
 			return err
-		}
-		if i > 0 {
-			fmt.Fprintln(e.out, "---")
-		}
-		e.out.Write(b)
+		})
 	}
-	return nil
-}
-
-// bgpPeerDelete removes a BGPPeer: the nodes drop the session.
-func (e *env) bgpPeerDelete(args []string) error {
-	fs := flag.NewFlagSet("bgp delete-peer", flag.ContinueOnError)
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageError{"bgp delete-peer: want one peer name"}
-	}
-	res, err := e.cli.Delete(e.ctx, ipam.Prefix+"bgp/peers/"+pos[0])
-	if err != nil {
-		return err
-	}
-	if res.Deleted == 0 {
-		return fmt.Errorf("BGP peer %q: not found", pos[0])
-	}
-	fmt.Fprintf(e.out, "BGPPeer %s deleted\n", pos[0])
-	return nil
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
 func labels(m map[string]string) string {

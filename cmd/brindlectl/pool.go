@@ -1,128 +1,170 @@
 package main
 
 import (
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
+	"strconv"
 
+	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
 	"github.com/brindle-net/brindle/conf"
 )
 
-func (e *env) poolApply(args []string) error {
-	fs := flag.NewFlagSet("pool apply", flag.ContinueOnError)
-	file := fs.String("f", "", "")
-	if _, err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *file == "" {
-		return usageError{"pool apply: -f FILE is required (- for stdin)"}
-	}
-	var data []byte
-	var err error
-	if *file == "-" {
-		data, err = io.ReadAll(os.Stdin)
-	} else {
-		data, err = os.ReadFile(*file)
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", *file, err)
-	}
-	pools, err := conf.ParseIPPools(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *file, err)
-	}
-	// Check the file against itself before anything is written.
-	if err := conf.ValidatePools(pools); err != nil {
-		return fmt.Errorf("%s: %w", *file, err)
-	}
-	for _, p := range pools {
-		created, err := e.alloc.ApplyPool(e.ctx, p)
-		if err != nil {
-			return err
-		}
-		verb := "configured"
-		if created {
-			verb = "created"
-		}
-		fmt.Fprintf(e.out, "ippool/%s %s\n", p.Metadata.Name, verb)
-	}
-	return nil
+func init() {
+	register("", func(*app) *cobra.Command { return newGroup("pool", "IP pools: apply, get, delete") })
+	register("pool", newPoolApplyCmd)
+	register("pool", newPoolGetCmd)
+	register("pool", newPoolDeleteCmd)
 }
 
-func (e *env) poolGet(args []string) error {
-	fs := flag.NewFlagSet("pool get", flag.ContinueOnError)
-	output := fs.String("o", "table", "")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
+// readInput reads a file named by -f, or stdin for "-".
+func (a *app) readInput(file string) ([]byte, error) {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(a.in)
+	} else {
+		data, err = os.ReadFile(file)
 	}
-	pools, err := e.alloc.ListPools(e.ctx)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
-	if len(pos) > 0 {
-		var sel []conf.IPPool
-		for _, p := range pools {
-			if p.Metadata.Name == pos[0] {
-				sel = append(sel, p)
+	return data, nil
+}
+
+func newPoolApplyCmd(a *app) *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:   "apply -f FILE|-",
+		Short: "create or update the IPPools in a YAML file",
+		Long: "Create or update the IPPools in a YAML file (several documents separated by ---).\n" +
+			"The file is checked against itself and the pools in etcd before anything is written.",
+		Example: "  brindlectl pool apply -f pools.yaml\n  brindlectl pool get default -o yaml | brindlectl pool apply -f -",
+		Args:    noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if file == "" {
+				return usagef(c, "-f FILE is required (- for stdin)")
 			}
-		}
-		if len(sel) == 0 {
-			return fmt.Errorf("pool %q: not found", pos[0])
-		}
-		pools = sel
-	}
-	switch *output {
-	case "yaml":
-		for i, p := range pools {
-			b, err := yaml.Marshal(p)
+			data, err := a.readInput(file)
 			if err != nil {
 				return err
 			}
-			if i > 0 {
-				fmt.Fprintln(e.out, "---")
+			pools, err := conf.ParseIPPools(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
 			}
-			e.out.Write(b)
-		}
-		return nil
-	case "json":
-		return writeJSON(e.out, pools)
-	case "table":
-		tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tCIDR\tBLOCKSIZE\tIPIP\tVXLAN\tNAT\tSELECTOR\tDISABLED")
-		for _, p := range pools {
-			s := p.Spec
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%s\t%v\n", p.Metadata.Name, s.CIDR, s.BlockSize, s.IPIPMode, s.VXLANMode, s.NATOutgoing, s.NodeSelector, s.Disabled)
-		}
-		return tw.Flush()
+			if err := conf.ValidatePools(pools); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			return a.withEnv(func(e *env) error {
+				for _, p := range pools {
+					created, err := e.alloc.ApplyPool(e.ctx, p)
+					if err != nil {
+						return err
+					}
+					verb := "configured"
+					if created {
+						verb = "created"
+					}
+					fmt.Fprintf(a.out, "ippool/%s %s\n", p.Metadata.Name, verb)
+				}
+				return nil
+			})
+		},
 	}
-	return usageError{fmt.Sprintf("pool get: -o %q: want yaml, json or table", *output)}
+	c.Flags().StringVarP(&file, "filename", "f", "", "YAML file of IPPool documents, or - for stdin")
+	return c
 }
 
-func (e *env) poolDelete(args []string) error {
-	fs := flag.NewFlagSet("pool delete", flag.ContinueOnError)
-	force := fs.Bool("force", false, "")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
+func newPoolGetCmd(a *app) *cobra.Command {
+	var o outputFlag
+	c := &cobra.Command{
+		Use:               "get [NAME]",
+		Short:             "list the IP pools, with every default written out",
+		Args:              maxArgs(1, "one pool NAME"),
+		ValidArgsFunction: a.completePools,
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.withEnv(func(e *env) error {
+				pools, err := e.alloc.ListPools(e.ctx)
+				if err != nil {
+					return err
+				}
+				if len(args) > 0 {
+					var sel []conf.IPPool
+					for _, p := range pools {
+						if p.Metadata.Name == args[0] {
+							sel = append(sel, p)
+						}
+					}
+					if len(sel) == 0 {
+						return fmt.Errorf("pool %q: not found", args[0])
+					}
+					pools = sel
+				}
+				if o.format == "yaml" {
+					// Documents that `pool apply -f` takes back unchanged.
+					for i, p := range pools {
+						b, err := yaml.Marshal(p)
+						if err != nil {
+							return err
+						}
+						if i > 0 {
+							fmt.Fprintln(a.out, "---")
+						}
+						a.out.Write(b)
+					}
+					return nil
+				}
+				return o.print(a.out, pools, func(t *table) {
+					t.header("NAME", "CIDR", "BLOCKSIZE", "IPIP", "VXLAN", "NAT", "SELECTOR", "DISABLED", "|", "API VERSION")
+					for _, p := range pools {
+						s := p.Spec
+						t.row(p.Metadata.Name, s.CIDR, strconv.Itoa(s.BlockSize), string(s.IPIPMode), string(s.VXLANMode),
+							strconv.FormatBool(s.NATOutgoing), s.NodeSelector, strconv.FormatBool(s.Disabled), p.APIVersion)
+					}
+				})
+			})
+		},
 	}
-	if len(pos) != 1 {
-		return usageError{"pool delete: exactly one pool name"}
-	}
-	if err := e.alloc.DeletePool(e.ctx, pos[0], *force); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.out, "ippool/%s deleted\n", pos[0])
-	return nil
+	o.add(c, "table")
+	return c
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+func newPoolDeleteCmd(a *app) *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:               "delete NAME",
+		Short:             "delete a pool; refused while addresses are allocated unless --force",
+		Args:              exactArgs(1, "one pool NAME"),
+		ValidArgsFunction: a.completePools,
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.withEnv(func(e *env) error {
+				if err := e.alloc.DeletePool(e.ctx, args[0], force); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "ippool/%s deleted\n", args[0])
+				return nil
+			})
+		},
+	}
+	c.Flags().BoolVar(&force, "force", false, "delete even while addresses of the pool are allocated")
+	return c
+}
+
+// completePools completes pool names from etcd (quietly nothing when etcd
+// cannot be reached).
+func (a *app) completePools(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	var names []string
+	if len(args) == 0 {
+		a.withEnv(func(e *env) error {
+			pools, err := e.alloc.ListPools(e.ctx)
+			for _, p := range pools {
+				names = append(names, p.Metadata.Name)
+			}
+			return err
+		})
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
