@@ -32,11 +32,14 @@ type IPAMConfig struct {
 	Etcd         EtcdConfig
 	Nodename     string
 	NodenameFile string
-	IPv4Pools    []string
-	IPv6Pools    []string
-	AssignIPv4   bool
-	AssignIPv6   bool
-	Timeout      time.Duration
+	// NodenameFileOptional lets a missing nodename file fall back to
+	// NODENAME and then the hostname; without it a missing file is an error.
+	NodenameFileOptional bool
+	IPv4Pools            []string
+	IPv6Pools            []string
+	AssignIPv4           bool
+	AssignIPv6           bool
+	Timeout              time.Duration
 }
 
 // rawIPAM is the wire form of the ipam section; pointers tell unset from false.
@@ -48,6 +51,7 @@ type rawIPAM struct {
 	EtcdKeyFile    string   `json:"etcd_key_file"`
 	Nodename       string   `json:"nodename"`
 	NodenameFile   string   `json:"nodename_file"`
+	NodenameOpt    bool     `json:"nodename_file_optional"`
 	IPv4Pools      []string `json:"ipv4_pools"`
 	IPv6Pools      []string `json:"ipv6_pools"`
 	AssignIPv4     *bool    `json:"assign_ipv4"`
@@ -116,13 +120,14 @@ func buildIPAMConfig(r rawIPAM, env func(string) (string, bool)) (*IPAMConfig, e
 			CertFile:   get(r.EtcdCertFile, "ETCD_CERT_FILE"),
 			KeyFile:    get(r.EtcdKeyFile, "ETCD_KEY_FILE"),
 		},
-		Nodename:     r.Nodename,
-		NodenameFile: r.NodenameFile,
-		IPv4Pools:    r.IPv4Pools,
-		IPv6Pools:    r.IPv6Pools,
-		AssignIPv4:   true,
-		AssignIPv6:   false,
-		Timeout:      DefaultIPAMTimeout,
+		Nodename:             r.Nodename,
+		NodenameFile:         r.NodenameFile,
+		NodenameFileOptional: r.NodenameOpt,
+		IPv4Pools:            r.IPv4Pools,
+		IPv6Pools:            r.IPv6Pools,
+		AssignIPv4:           true,
+		AssignIPv6:           false,
+		Timeout:              DefaultIPAMTimeout,
 	}
 	eps := get(r.EtcdEndpoints, "ETCD_ENDPOINTS")
 	for _, ep := range strings.Split(eps, ",") {
@@ -173,31 +178,41 @@ func (c *IPAMConfig) Validate() error {
 	return nil
 }
 
-// NodeName returns the node this config allocates for: the configured name,
-// else the contents of the nodename file brindled writes, else NODENAME,
-// else the hostname (the same order brindled uses to choose it).
-func (c *IPAMConfig) NodeName(env func(string) (string, bool)) (string, error) {
+// NodeName returns the node this config allocates for and where the name
+// came from: the configured name; else the contents of the nodename file
+// brindled writes. A missing file is an error — the plugin would otherwise
+// claim blocks for a node that brindled never registered — unless
+// nodename_file_optional is set: then NODENAME, else the hostname (the
+// order brindled chooses its name in), and from says so, for a warning.
+func (c *IPAMConfig) NodeName(env func(string) (name string, ok bool)) (name, from string, err error) {
 	if c.Nodename != "" {
-		return c.Nodename, nil
+		return c.Nodename, "ipam.nodename", nil
 	}
 	b, err := os.ReadFile(c.NodenameFile)
-	if err == nil {
+	switch {
+	case err == nil:
 		if n := strings.TrimSpace(string(b)); n != "" {
-			return n, nil
+			return n, c.NodenameFile, nil
 		}
-	} else if !os.IsNotExist(err) {
-		return "", fmt.Errorf("read ipam.nodename_file %q: %w", c.NodenameFile, err)
+		if !c.NodenameFileOptional {
+			return "", "", fmt.Errorf("ipam.nodename_file %q: empty (brindled writes the node name there)", c.NodenameFile)
+		}
+	case !os.IsNotExist(err):
+		return "", "", fmt.Errorf("read ipam.nodename_file %q: %w", c.NodenameFile, err)
+	case !c.NodenameFileOptional:
+		return "", "", fmt.Errorf("ipam.nodename_file %q does not exist: brindled writes it when it starts (is brindled running on this node?); "+
+			"set ipam.nodename, or ipam.nodename_file_optional: true to fall back to NODENAME or the hostname", c.NodenameFile)
 	}
 	if env != nil {
 		if n, ok := env("NODENAME"); ok && n != "" {
-			return n, nil
+			return n, "NODENAME (" + c.NodenameFile + " missing)", nil
 		}
 	}
 	h, err := os.Hostname()
 	if err != nil || h == "" {
-		return "", fmt.Errorf("no node name: ipam.nodename unset, %s missing, hostname: %v", c.NodenameFile, err)
+		return "", "", fmt.Errorf("no node name: ipam.nodename unset, %s missing, hostname: %v", c.NodenameFile, err)
 	}
 	// brindled lower-cases the hostname (node names are DNS labels): so
 	// must this fallback, or the two disagree on a host named in capitals.
-	return strings.ToLower(h), nil
+	return strings.ToLower(h), "hostname (" + c.NodenameFile + " missing)", nil
 }

@@ -69,15 +69,29 @@ func TestNodeName(t *testing.T) {
 	if err := os.WriteFile(f, []byte("node-a\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := c.NodeName(envMap(nil)); err != nil || n != "node-a" {
+	if n, _, err := c.NodeName(envMap(nil)); err != nil || n != "node-a" {
 		t.Errorf("from file: %q %v", n, err)
 	}
 	c.Nodename = "explicit"
-	if n, _ := c.NodeName(envMap(nil)); n != "explicit" {
+	if n, _, _ := c.NodeName(envMap(nil)); n != "explicit" {
 		t.Errorf("config must win: %q", n)
 	}
-	c = &IPAMConfig{NodenameFile: filepath.Join(dir, "missing")}
-	if n, _ := c.NodeName(envMap(map[string]string{"NODENAME": "env-node"})); n != "env-node" {
-		t.Errorf("env fallback: %q", n)
+	c = &IPAMConfig{NodenameFile: filepath.Join(dir, "missing"), NodenameFileOptional: true}
+	if n, from, _ := c.NodeName(envMap(map[string]string{"NODENAME": "env-node"})); n != "env-node" || !strings.Contains(from, "missing") {
+		t.Errorf("env fallback: %q (%s)", n, from)
+	}
+	if n, from, err := c.NodeName(envMap(nil)); err != nil || n == "" || !strings.HasPrefix(from, "hostname") {
+		t.Errorf("hostname fallback: %q (%s) %v", n, from, err)
+	}
+}
+
+// Defect 12: a missing nodename file must not silently become the hostname
+// (brindle-ipam would claim blocks for a node that does not exist).
+func TestNodeNameMissingFileRefused(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "nodename")
+	c := &IPAMConfig{NodenameFile: f}
+	n, _, err := c.NodeName(envMap(map[string]string{"NODENAME": "env-node"}))
+	if err == nil || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "brindled") {
+		t.Fatalf("missing %s: want an error naming the file and brindled, got %q, %v", f, n, err)
 	}
 }

@@ -219,6 +219,15 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 		return false, nil, err
 	}
 	if t.handle != nil {
+		if !rc.linearizable {
+			// Returning a handle's addresses writes nothing, so no guard
+			// would catch a stale read: a member that has not applied the
+			// DEL of this handle would hand back freed addresses. Confirm
+			// against the current state (a repeated ADD is rare).
+			rc.reset()
+			rc.linearizable = true
+			return false, t, errRetryNow
+		}
 		for _, ip := range append(ip4, ip6...) {
 			if !slices.ContainsFunc(t.handle.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
 				return false, t, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(t.handle.Addrs), ip)

@@ -187,7 +187,7 @@ func TestStaleSequenceReleaseRefused(t *testing.T) {
 	if got[0].Seq != old.Seq+1 {
 		t.Fatalf("reallocation seq %d, want %d", got[0].Seq, old.Seq+1)
 	}
-	err = a.ReleaseIP(ctxT(t), old.Addr, old.Seq)
+	err = a.ReleaseIP(ctxT(t), old.Addr, "old.eth0", old.Seq)
 	if !errors.Is(err, ErrStaleSeq) {
 		t.Fatalf("stale release: want ErrStaleSeq, got %v", err)
 	}
@@ -199,7 +199,7 @@ func TestStaleSequenceReleaseRefused(t *testing.T) {
 	if h, _ := a.HandleOf(ctxT(t), "new.eth0"); h == nil || h.Addrs[0].Addr != old.Addr {
 		t.Fatalf("new holder lost the address: %+v", h)
 	}
-	if err := a.ReleaseIP(ctxT(t), old.Addr, got[0].Seq); err != nil {
+	if err := a.ReleaseIP(ctxT(t), old.Addr, "new.eth0", got[0].Seq); err != nil {
 		t.Fatalf("release with the current seq: %v", err)
 	}
 	if h, _ := a.HandleOf(ctxT(t), "new.eth0"); h != nil {
@@ -380,16 +380,21 @@ func TestGCReleasesGoneAttachments(t *testing.T) {
 	addPool(t, a, "default", "10.244.0.0/16", nil)
 	for _, c := range []string{"keep", "gone1", "gone2"} {
 		if _, err := a.Assign(ctxT(t), AssignRequest{Handle: HandleID(c, "eth0"), Node: "n1", IPv4: true,
-			Attrs: map[string]string{AttrContainerID: c, AttrIfName: "eth0"}}); err != nil {
+			Attrs: map[string]string{AttrContainerID: c, AttrIfName: "eth0", AttrNetwork: "net"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	assign4(t, a, "n1", "tunnel-n1") // not a pod: GC must leave it
-	if _, err := a.Assign(ctxT(t), AssignRequest{Handle: "other.eth0", Node: "n2", IPv4: true,
-		Attrs: map[string]string{AttrContainerID: "other", AttrIfName: "eth0"}}); err != nil {
+	// A pod handle that records no network: whose it is is unknown, so GC leaves it.
+	if _, err := a.Assign(ctxT(t), AssignRequest{Handle: "legacy.eth0", Node: "n1", IPv4: true,
+		Attrs: map[string]string{AttrContainerID: "legacy", AttrIfName: "eth0"}}); err != nil {
 		t.Fatal(err)
 	}
-	rel, err := a.GC(ctxT(t), "n1", []Attachment{{ContainerID: "keep", IfName: "eth0"}})
+	if _, err := a.Assign(ctxT(t), AssignRequest{Handle: "other.eth0", Node: "n2", IPv4: true,
+		Attrs: map[string]string{AttrContainerID: "other", AttrIfName: "eth0", AttrNetwork: "net"}}); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := a.GC(ctxT(t), "n1", "net", []Attachment{{ContainerID: "keep", IfName: "eth0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +402,7 @@ func TestGCReleasesGoneAttachments(t *testing.T) {
 	if !slices.Equal(rel, []string{"gone1.eth0", "gone2.eth0"}) {
 		t.Fatalf("gc released %v", rel)
 	}
-	for _, h := range []string{"keep.eth0", "tunnel-n1", "other.eth0"} {
+	for _, h := range []string{"keep.eth0", "tunnel-n1", "other.eth0", "legacy.eth0"} {
 		if got, _ := a.HandleOf(ctxT(t), h); got == nil {
 			t.Errorf("gc released %s", h)
 		}

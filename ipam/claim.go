@@ -50,6 +50,9 @@ func (t *txn) newClaim(c netip.Prefix, pool string) {
 	t.affs[c] = &affRec{a: Affinity{V: SchemaVersion, State: AffinityConfirmed, Since: t.a.Now().UTC()}}
 	t.dirty[c] = true
 	t.dirtyAff[c] = true
+	if t.claimed != nil {
+		t.claimed[pool] = true
+	}
 }
 
 func blockCount(pool netip.Prefix, size int) uint64 {

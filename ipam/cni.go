@@ -63,6 +63,7 @@ type call struct {
 	n      *conf.IPAMNetConf
 	node   string
 	alloc  *Allocator
+	notes  *HandleNotes // nil where brindled's directory does not exist
 	ctx    context.Context
 	cancel context.CancelFunc
 	close  func()
@@ -78,9 +79,12 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid ipam config", err.Error())
 	}
-	node, err := n.IPAM.NodeName(p.Env)
+	node, from, err := n.IPAM.NodeName(p.Env)
 	if err != nil {
-		return nil, err
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "no node name", err.Error())
+	}
+	if strings.Contains(from, "missing") {
+		p.Log.Warn("node name not from brindled's nodename file; blocks are claimed for this name", "node", node, "from", from)
 	}
 	store, closeFn, err := p.Connect(n.IPAM.Etcd)
 	if err != nil {
@@ -90,13 +94,15 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 	a.Log = p.Log
 	// Block hints live next to the nodename file, in the directory brindled
 	// owns; where it does not exist, ADD just makes one more round trip.
+	var notes *HandleNotes
 	if dir := filepath.Dir(n.IPAM.NodenameFile); dirExists(dir) {
 		a.Hints = FileHints{Dir: dir}
+		notes = &HandleNotes{Dir: filepath.Join(dir, "ipam-handles")}
 	}
 	// One deadline bounds the whole call, retries included, so an
 	// unreachable etcd fails the call instead of hanging the runtime.
 	ctx, cancel := context.WithTimeout(context.Background(), n.IPAM.Timeout)
-	return &call{n: n, node: node, alloc: a, ctx: ctx, cancel: cancel, close: closeFn}, nil
+	return &call{n: n, node: node, alloc: a, notes: notes, ctx: ctx, cancel: cancel, close: closeFn}, nil
 }
 
 // Add assigns the attachment's addresses and prints the result.
@@ -121,11 +127,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		return err
 	}
 	ns, pod := string(ca.K8S_POD_NAMESPACE), string(ca.K8S_POD_NAME)
-	attrs := map[string]string{AttrNode: c.node, AttrContainerID: args.ContainerID, AttrIfName: args.IfName}
+	attrs := map[string]string{AttrNode: c.node, AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetwork: c.n.Name}
 	if ns != "" {
 		attrs[AttrNamespace], attrs[AttrPod] = ns, pod
 	}
 	handle := HandleID(args.ContainerID, args.IfName)
+	if c.notes != nil && safeName(handle) {
+		if err := c.notes.Put(handle); err != nil {
+			return fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, err)
+		}
+	}
 	got, err := c.alloc.Assign(c.ctx, AssignRequest{
 		Handle:    handle,
 		Node:      c.node,
@@ -183,9 +194,20 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return err
 	}
 	defer c.done()
-	rel, err := c.alloc.ReleaseHandle(c.ctx, HandleID(args.ContainerID, args.IfName))
+	handle := HandleID(args.ContainerID, args.IfName)
+	rel, err := c.alloc.ReleaseHandle(c.ctx, handle)
 	if err != nil {
+		if errors.Is(err, ErrUnreachable) && c.notes != nil && !c.notes.Has(handle) {
+			// No note: this attachment holds nothing here (released by an
+			// earlier DEL or GC, or never allocated), so the DEL is done.
+			p.Log.Warn("ipam del: etcd unreachable, but this node holds no addresses for the attachment; nothing to release",
+				"container", args.ContainerID, "handle", handle, "err", err)
+			return nil
+		}
 		return cniError(err)
+	}
+	if c.notes != nil {
+		c.notes.Remove(handle)
 	}
 	p.Log.Info("ipam del", "container", args.ContainerID, "released", addrsOf(rel))
 	// Runtimes do not all call GC, so a DEL also releases this node's
@@ -247,8 +269,13 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	for _, v := range c.n.ValidAttachments {
 		valid = append(valid, Attachment{ContainerID: v.ContainerID, IfName: v.IfName})
 	}
-	rel, err := c.alloc.GC(c.ctx, c.node, valid)
-	p.Log.Info("ipam gc", "node", c.node, "released", rel)
+	rel, err := c.alloc.GC(c.ctx, c.node, c.n.Name, valid)
+	if c.notes != nil {
+		for _, h := range rel {
+			c.notes.Remove(h)
+		}
+	}
+	p.Log.Info("ipam gc", "node", c.node, "network", c.n.Name, "released", rel)
 	if err != nil {
 		return cniError(err)
 	}

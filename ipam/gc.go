@@ -17,11 +17,16 @@ type Attachment struct {
 // so the same container's second interface gets its own addresses.
 func HandleID(containerID, ifName string) string { return containerID + "." + ifName }
 
-// GC releases the node's pod allocations whose attachment is not in valid,
-// then the node's blocks that stayed empty past the grace period. Handles
-// that are not pod attachments (tunnel addresses) are never touched.
+// GC releases the node's pod allocations of network whose attachment is not
+// in valid, then the node's blocks that stayed empty past the grace period.
+// The runtime's list of valid attachments covers one network (CNI spec
+// 1.1.0), so handles of other networks on the same node (a second
+// brindle-ipam network, as with Multus) are never touched, nor are handles
+// that record no network (written before handles recorded one: which
+// network they belong to is unknown, so GC leaves them to `ipam check`),
+// nor handles that are not pod attachments (tunnel addresses).
 // It returns the handles released.
-func (a *Allocator) GC(ctx context.Context, node string, valid []Attachment) ([]string, error) {
+func (a *Allocator) GC(ctx context.Context, node, network string, valid []Attachment) ([]string, error) {
 	keep := map[string]bool{}
 	for _, v := range valid {
 		keep[HandleID(v.ContainerID, v.IfName)] = true
@@ -39,6 +44,12 @@ func (a *Allocator) GC(ctx context.Context, node string, valid []Attachment) ([]
 			continue
 		}
 		if h.Node != node || h.Attrs[AttrContainerID] == "" || keep[h.ID] {
+			continue
+		}
+		if h.Attrs[AttrNetwork] != network {
+			if h.Attrs[AttrNetwork] == "" {
+				a.Log.Debug("gc: handle records no network; left alone", "handle", h.ID)
+			}
 			continue
 		}
 		if _, err := a.ReleaseHandle(ctx, h.ID); err != nil {

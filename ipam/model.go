@@ -172,6 +172,9 @@ const (
 	AttrNode        = "node"
 	AttrContainerID = "containerID"
 	AttrIfName      = "ifname"
+	// AttrNetwork is the CNI network's name: GC of one network releases
+	// only that network's attachments.
+	AttrNetwork = "network"
 )
 
 func decode(kv KV, v any) error {

@@ -82,56 +82,126 @@ func (a *Allocator) ApplyPool(ctx context.Context, p conf.IPPool) (created bool,
 // DeletePool deletes a pool and its blocks. While any address of the pool is
 // allocated it refuses, unless force is set; a forced delete drops the
 // allocations with the blocks (their handles then release nothing).
+//
+// Nodes may be claiming blocks of the pool meanwhile, so it goes in steps
+// that leave no block behind: the pool is first disabled (a new revision:
+// every claim is guarded by its pool's revision, so a claim that read the
+// pool before fails, and one that reads it after sees it disabled and
+// claims nothing); its blocks, now a fixed set, are read and deleted, each
+// guarded by its revision (an allocation in flight makes the guard fail and
+// the block is judged again); the pool goes last. Refused without force,
+// the pool gets its disabled setting back.
 func (a *Allocator) DeletePool(ctx context.Context, name string, force bool) error {
-	res, err := a.Store.Read(ctx, Get{Key: poolKey(name)}, Get{Key: blocksPrefix, Prefix: true})
+	res, err := a.Store.Read(ctx, Get{Key: poolKey(name)})
 	if err != nil {
 		return err
 	}
 	if len(res[0]) == 0 {
 		return fmt.Errorf("pool %q: not found", name)
 	}
-	p, err := conf.UnmarshalPool(res[0][0].Value)
+	orig, err := conf.UnmarshalPool(res[0][0].Value)
 	if err != nil {
 		return err
 	}
-	pfx, _ := netip.ParsePrefix(p.Spec.CIDR)
-	type blk struct {
-		b   Block
-		rev int64
-	}
-	var blocks []blk
-	used := 0
-	for _, kv := range res[1] {
-		var b Block
-		if err := decode(kv, &b); err != nil {
-			return err
-		}
-		if b.Pool == name && pfx.Contains(b.CIDR.Addr()) {
-			blocks = append(blocks, blk{b, kv.ModRevision})
-			used += b.InUse()
-		}
-	}
-	if used > 0 && !force {
+	if _, used, err := a.poolBlocks(ctx, orig); err != nil {
+		return err
+	} else if used > 0 && !force {
 		return fmt.Errorf("pool %q: %d addresses are allocated; release them first or delete with --force", name, used)
 	}
-	// The pool goes first: from then on nothing allocates from its blocks.
-	ok, err := a.Store.Commit(ctx, Op{Key: poolKey(name), Delete: true, Rev: res[0][0].ModRevision})
+	off := orig
+	off.Spec.Disabled = true
+	v, err := conf.MarshalPool(off)
+	if err != nil {
+		return err
+	}
+	ok, err := a.Store.Commit(ctx, Op{Key: poolKey(name), Value: v, Rev: res[0][0].ModRevision})
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return fmt.Errorf("pool %q: changed while deleting; try again", name)
 	}
-	for _, b := range blocks {
-		ops := []Op{{Key: blockKey(b.b.CIDR), Delete: true, Rev: AnyRev}}
-		if b.b.Affinity != "" {
-			ops = append(ops, Op{Key: affinityKey(b.b.Affinity, b.b.CIDR), Delete: true, Rev: AnyRev})
+	res, err = a.Store.Read(ctx, Get{Key: poolKey(name)})
+	if err != nil {
+		return err
+	}
+	if len(res[0]) == 0 {
+		return nil // deleted by someone else meanwhile
+	}
+	poolRev := res[0][0].ModRevision
+	refuse := func(used int) error {
+		back, err := conf.MarshalPool(orig)
+		if err == nil {
+			_, err = a.Store.Commit(ctx, Op{Key: poolKey(name), Value: back, Rev: poolRev})
 		}
-		if _, err := a.Store.Commit(ctx, ops...); err != nil {
-			return fmt.Errorf("pool %q deleted, but deleting block %s failed (run `brindlectl ipam check`): %w", name, b.b.CIDR, err)
+		if err != nil {
+			return fmt.Errorf("pool %q: %d addresses were allocated while deleting, and restoring its disabled setting failed (it is disabled now): %w", name, used, err)
+		}
+		return fmt.Errorf("pool %q: %d addresses are allocated; release them first or delete with --force", name, used)
+	}
+	for attempt := 0; ; attempt++ {
+		blocks, used, err := a.poolBlocks(ctx, orig)
+		if err != nil {
+			return err
+		}
+		if used > 0 && !force {
+			return refuse(used)
+		}
+		changed := false
+		for _, b := range blocks {
+			ops := []Op{{Key: blockKey(b.b.CIDR), Delete: true, Rev: b.rev}}
+			if b.b.Affinity != "" {
+				ops = append(ops, Op{Key: affinityKey(b.b.Affinity, b.b.CIDR), Delete: true, Rev: AnyRev})
+			}
+			ok, err := a.Store.Commit(ctx, ops...)
+			if err != nil {
+				return fmt.Errorf("pool %q: deleting block %s failed (the pool is disabled; run the delete again): %w", name, b.b.CIDR, err)
+			}
+			changed = changed || !ok
+		}
+		if !changed {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("pool %q: blocks kept changing while deleting (the pool is disabled; run the delete again): %w", name, err)
 		}
 	}
+	ok, err = a.Store.Commit(ctx, Op{Key: poolKey(name), Delete: true, Rev: poolRev})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("pool %q: changed while deleting (its blocks are deleted and it is disabled); try again", name)
+	}
 	return nil
+}
+
+// poolBlk is a block of a pool with its revision.
+type poolBlk struct {
+	b   Block
+	rev int64
+}
+
+// poolBlocks reads the blocks of pool p and counts their allocations.
+func (a *Allocator) poolBlocks(ctx context.Context, p conf.IPPool) ([]poolBlk, int, error) {
+	res, err := a.Store.Read(ctx, Get{Key: blocksPrefix, Prefix: true})
+	if err != nil {
+		return nil, 0, err
+	}
+	pfx, _ := netip.ParsePrefix(p.Spec.CIDR)
+	var blocks []poolBlk
+	used := 0
+	for _, kv := range res[0] {
+		var b Block
+		if err := decode(kv, &b); err != nil {
+			return nil, 0, err
+		}
+		if b.Pool == p.Metadata.Name && pfx.Contains(b.CIDR.Addr()) {
+			blocks = append(blocks, poolBlk{b, kv.ModRevision})
+			used += b.InUse()
+		}
+	}
+	return blocks, used, nil
 }
 
 // GetConfig returns the cluster IPAM config (defaults when unset).

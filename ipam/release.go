@@ -12,8 +12,11 @@ import (
 // DEL can be repeated. Each address is freed only if it is still held by
 // this handle under the sequence number the handle recorded.
 func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) ([]HandleAddr, error) {
-	if err := checkName("handle", handle); err != nil {
-		return nil, unperm(err)
+	if !safeName(handle) {
+		// Assign refuses such a name, so nothing can be held under it:
+		// the DEL has nothing to do and must not fail forever.
+		a.Log.Debug("release: handle cannot name an allocation; nothing to release", "handle", handle)
+		return nil, nil
 	}
 	var released []HandleAddr
 	err := a.retry(ctx, "release "+handle, func() (bool, error) {
@@ -38,7 +41,11 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) ([]HandleA
 				released = append(released, ha)
 			}
 		}
-		ops := append(t.ops(),
+		emptied, err := a.emptiedElsewhere(ctx, t)
+		if err != nil {
+			return false, err
+		}
+		ops := append(append(t.ops(), emptied...),
 			Op{Key: handleKey(handle), Delete: true, Rev: res[0][0].ModRevision},
 			Op{Key: endpointKey(h.Node, handle), Delete: true, Rev: AnyRev})
 		return a.Store.Commit(ctx, ops...)
@@ -99,11 +106,60 @@ func (t *txn) free(ha HandleAddr, handle string) bool {
 	return true
 }
 
-// ReleaseIP frees one address, but only if its current allocation has
-// sequence number seq; otherwise it returns ErrStaleSeq and changes nothing.
-// The holding handle loses the address (and is deleted with its endpoint
-// when it held nothing else).
-func (a *Allocator) ReleaseIP(ctx context.Context, ip netip.Addr, seq uint64) error {
+// emptiedElsewhere returns the writes for blocks t emptied that are not
+// the releasing node's own: a borrower freeing the last address of another
+// node's block marks that block's claim pendingDeletion (read here, one
+// more round trip in that rare case), and an emptied block that no node
+// claims any more (its node was removed by `ipam release`) is deleted.
+// Those blocks' own writes are taken out of t.
+func (a *Allocator) emptiedElsewhere(ctx context.Context, t *txn) ([]Op, error) {
+	var ops []Op
+	var owners []netip.Prefix
+	for c := range t.dirty {
+		b := t.blocks[c].b
+		switch {
+		case b.InUse() > 0 || b.Affinity == t.node:
+		case b.Affinity == "":
+			ops = append(ops, Op{Key: blockKey(c), Delete: true, Rev: t.blocks[c].rev})
+			delete(t.dirty, c)
+		default:
+			owners = append(owners, c)
+		}
+	}
+	if len(owners) == 0 {
+		return ops, nil
+	}
+	var gets []Get
+	for _, c := range owners {
+		gets = append(gets, Get{Key: affinityKey(t.blocks[c].b.Affinity, c)})
+	}
+	res, err := a.Store.Read(ctx, gets...)
+	if err != nil {
+		return nil, err
+	}
+	for i := range owners {
+		for _, kv := range res[i] {
+			var af Affinity
+			if err := decode(kv, &af); err != nil {
+				return nil, err
+			}
+			if af.State != AffinityConfirmed {
+				continue
+			}
+			af.State, af.Since = AffinityPendingDeletion, a.Now().UTC()
+			ops = append(ops, Op{Key: kv.Key, Value: mustJSON(af), Rev: kv.ModRevision})
+		}
+	}
+	return ops, nil
+}
+
+// ReleaseIP frees one address, but only if its current allocation is held
+// by handle under sequence number seq; otherwise it returns ErrStaleSeq and
+// changes nothing. Both are compared: a block released and claimed again
+// numbers its allocations from 1 again, so a sequence number alone can name
+// a new pod's allocation. The holding handle loses the address (and is
+// deleted with its endpoint when it held nothing else).
+func (a *Allocator) ReleaseIP(ctx context.Context, ip netip.Addr, handle string, seq uint64) error {
 	return a.retry(ctx, "release "+ip.String(), func() (bool, error) {
 		c, err := a.findBlock(ctx, ip)
 		if err != nil {
@@ -127,16 +183,18 @@ func (a *Allocator) ReleaseIP(ctx context.Context, ip netip.Addr, seq uint64) er
 		if al == nil {
 			return false, perm("%w: ip %s is not allocated", ErrStaleSeq, ip)
 		}
-		if al.Seq != seq {
-			return false, perm("%w: ip %s is allocation #%d (handle %q), not #%d", ErrStaleSeq, ip, al.Seq, al.Handle, seq)
+		if al.Seq != seq || al.Handle != handle {
+			return false, perm("%w: ip %s is allocation #%d of handle %q, not #%d of %q", ErrStaleSeq, ip, al.Seq, al.Handle, seq, handle)
 		}
 		hres, err := a.Store.Read(ctx, Get{Key: handleKey(al.Handle)})
 		if err != nil {
 			return false, err
 		}
-		handle := al.Handle
 		b.release(ord, handle, seq)
 		ops := []Op{{Key: blockKey(c), Value: mustJSON(b), Rev: t.blocks[c].rev}}
+		if b.InUse() == 0 && b.Affinity == "" {
+			ops[0] = Op{Key: blockKey(c), Delete: true, Rev: t.blocks[c].rev}
+		}
 		if len(hres[0]) > 0 {
 			var h Handle
 			if err := decode(hres[0][0], &h); err != nil {

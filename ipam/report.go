@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -261,92 +260,4 @@ func (a *Allocator) Check(ctx context.Context) (CheckReport, error) {
 	}
 	sort.Slice(r.Orphans, func(i, j int) bool { return r.Orphans[i].ID < r.Orphans[j].ID })
 	return r, nil
-}
-
-// Repair releases what a Check found: leaked allocations (each only if it
-// still has the sequence number Check saw), orphan endpoint records, and
-// the blocks of nodes that no longer exist together with their allocations.
-// It returns a line per action.
-func (a *Allocator) Repair(ctx context.Context, r CheckReport) ([]string, error) {
-	var done []string
-	var errs []error
-	seen := map[string]bool{}
-	for _, l := range r.Leaks {
-		ip, err := netip.ParseAddr(l.IP)
-		if err != nil {
-			continue
-		}
-		if err := a.ReleaseIP(ctx, ip, l.Seq); err != nil {
-			errs = append(errs, fmt.Errorf("release %s: %w", l.IP, err))
-			continue
-		}
-		seen[l.IP] = true
-		done = append(done, fmt.Sprintf("released %s (handle %s: %s)", l.IP, l.Handle, l.Reason))
-	}
-	for _, o := range r.Orphans {
-		if _, err := a.Store.Commit(ctx, Op{Key: endpointKey(o.Node, o.ID), Delete: true, Rev: AnyRev}); err != nil {
-			errs = append(errs, fmt.Errorf("delete endpoint %s/%s: %w", o.Node, o.ID, err))
-			continue
-		}
-		done = append(done, fmt.Sprintf("deleted endpoint %s/%s", o.Node, o.ID))
-	}
-	for _, sb := range r.StaleBlocks {
-		msgs, err := a.releaseStaleBlock(ctx, sb, seen)
-		done = append(done, msgs...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return done, errors.Join(errs...)
-}
-
-func (a *Allocator) releaseStaleBlock(ctx context.Context, sb StaleBlock, seen map[string]bool) ([]string, error) {
-	c, err := netip.ParsePrefix(sb.CIDR)
-	if err != nil {
-		return nil, err
-	}
-	var done []string
-	res, err := a.Store.Read(ctx, Get{Key: blockKey(c)}, Get{Key: nodeKey(sb.Node)})
-	if err != nil {
-		return nil, err
-	}
-	if len(res[1]) > 0 {
-		return nil, fmt.Errorf("block %s: node %s exists again; left alone", c, sb.Node)
-	}
-	if len(res[0]) == 0 {
-		return nil, nil
-	}
-	var b Block
-	if err := decode(res[0][0], &b); err != nil {
-		return nil, err
-	}
-	for i, al := range b.Allocations {
-		if al == nil || seen[b.Addr(i).String()] {
-			continue
-		}
-		if err := a.ReleaseIP(ctx, b.Addr(i), al.Seq); err != nil {
-			return done, fmt.Errorf("block %s: release %s: %w", c, b.Addr(i), err)
-		}
-		done = append(done, fmt.Sprintf("released %s (handle %s on gone node %s)", b.Addr(i), al.Handle, sb.Node))
-	}
-	res, err = a.Store.Read(ctx, Get{Key: blockKey(c)})
-	if err != nil || len(res[0]) == 0 {
-		return done, err
-	}
-	if err := decode(res[0][0], &b); err != nil {
-		return done, err
-	}
-	if b.InUse() > 0 {
-		return done, fmt.Errorf("block %s: addresses were allocated meanwhile; left alone", c)
-	}
-	ok, err := a.Store.Commit(ctx,
-		Op{Key: blockKey(c), Delete: true, Rev: res[0][0].ModRevision},
-		Op{Key: affinityKey(sb.Node, c), Delete: true, Rev: AnyRev})
-	if err != nil {
-		return done, err
-	}
-	if !ok {
-		return done, fmt.Errorf("block %s: changed meanwhile; left alone", c)
-	}
-	return append(done, fmt.Sprintf("released block %s of gone node %s", c, sb.Node)), nil
 }

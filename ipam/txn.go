@@ -39,6 +39,11 @@ type txn struct {
 	allBlocks bool                  // blocks holds every block in the store
 	handle    *Handle
 	handleRev int64
+	// poolRevs are the pools' revisions as read; a claim's commit is
+	// guarded by its pool's, so no block is claimed from a pool that is
+	// being deleted (DeletePool disables it first).
+	poolRevs map[string]int64
+	claimed  map[string]bool // pools this attempt claimed blocks of
 }
 
 // begin reads, in one round trip, the handle, the node's claims, the IPAM
@@ -62,7 +67,8 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 	}
 	t := &txn{a: a, r: r, ctx: ctx, node: node,
 		blocks: map[netip.Prefix]*blockRec{}, affs: map[netip.Prefix]*affRec{},
-		dirty: map[netip.Prefix]bool{}, dirtyAff: map[netip.Prefix]bool{}}
+		dirty: map[netip.Prefix]bool{}, dirtyAff: map[netip.Prefix]bool{},
+		poolRevs: map[string]int64{}, claimed: map[string]bool{}}
 	for _, kv := range res[0] {
 		cidr, err := parseCIDRKey(kv.Key[len(nodeAffinityPrefix(node)):])
 		if err != nil {
@@ -88,6 +94,7 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 			continue // never allocate from a pool that is not valid as stored
 		}
 		t.pools = append(t.pools, p)
+		t.poolRevs[p.Metadata.Name] = kv.ModRevision
 	}
 	sort.Slice(t.pools, func(i, j int) bool { return t.pools[i].Metadata.Name < t.pools[j].Metadata.Name })
 	if len(res[3]) > 0 {
@@ -368,6 +375,9 @@ func (t *txn) ops() []Op {
 	for c := range t.dirtyAff {
 		r := t.affs[c]
 		ops = append(ops, Op{Key: affinityKey(t.node, c), Value: mustJSON(r.a), Rev: r.rev})
+	}
+	for p := range t.claimed {
+		ops = append(ops, Op{Key: poolKey(p), Rev: t.poolRevs[p]}) // a guard only
 	}
 	return ops
 }

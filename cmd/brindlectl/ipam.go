@@ -160,9 +160,13 @@ func (a *app) printCheck(o *outputFlag, r ipam.CheckReport) error {
 
 func newIPAMReleaseCmd(a *app) *cobra.Command {
 	var dry bool
+	var gone []string
 	c := &cobra.Command{
-		Use:   "release [--dry-run]",
-		Short: "release what `ipam check` finds",
+		Use:   "release [--dry-run] [--gone-node NODE]...",
+		Short: "release what `ipam check` finds, never an address in use",
+		Long: "Release what `ipam check` finds. An address borrowed by another node's pod, or whose pod's\n" +
+			"endpoint record exists, is kept, and the line says why; --gone-node NODE says a node is gone\n" +
+			"for good with its pods, so its endpoint records no longer keep its addresses.",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return a.withEnv(func(e *env) error {
@@ -174,10 +178,7 @@ func newIPAMReleaseCmd(a *app) *cobra.Command {
 					fmt.Fprintln(a.out, "nothing to release")
 					return nil
 				}
-				if dry {
-					return a.printCheck(&outputFlag{format: "table"}, r)
-				}
-				done, err := e.alloc.Repair(e.ctx, r)
+				done, err := e.alloc.Repair(e.ctx, r, ipam.RepairOptions{DryRun: dry, GoneNodes: gone})
 				for _, d := range done {
 					fmt.Fprintln(a.out, d)
 				}
@@ -185,7 +186,8 @@ func newIPAMReleaseCmd(a *app) *cobra.Command {
 			})
 		},
 	}
-	c.Flags().BoolVar(&dry, "dry-run", false, "print what would be released, change nothing")
+	c.Flags().BoolVar(&dry, "dry-run", false, "print what would be released and kept, change nothing")
+	c.Flags().StringArrayVar(&gone, "gone-node", nil, "a node that is gone for good with its pods (repeatable)")
 	return c
 }
 

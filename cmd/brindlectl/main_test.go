@@ -147,8 +147,32 @@ func TestIPAMShowCheckRelease(t *testing.T) {
 	if out := mustCtl(t, ep, "ipam", "check"); !strings.Contains(out, "LEAKED ALLOCATIONS (1)") {
 		t.Errorf("check table:\n%s", out)
 	}
+	// A dry run says what it would do and does nothing.
+	dry := mustCtl(t, ep, "ipam", "release", "--dry-run")
+	for _, want := range []string{"would release " + leak.Addr.String(), "would delete endpoint n1/orphan.eth0", "kept "} {
+		if !strings.Contains(dry, want) {
+			t.Errorf("release --dry-run: no %q in:\n%s", want, dry)
+		}
+	}
+	if strings.Contains(dry, "run `brindlectl ipam release`") {
+		t.Errorf("release --dry-run repeats check's advice:\n%s", dry)
+	}
+	var again ipam.CheckReport
+	if err := json.Unmarshal([]byte(mustCtl(t, ep, "ipam", "check", "-o", "json")), &again); err != nil || len(again.Leaks) != 1 || len(again.Orphans) != 1 {
+		t.Fatalf("dry run changed something: %+v %v", again, err)
+	}
+	// The gone node's pod still has its endpoint: release keeps it and says why.
 	out = mustCtl(t, ep, "ipam", "release")
 	t.Logf("release:\n%s", out)
+	if !strings.Contains(out, "in use, endpoint gone/onGone.eth0 exists") {
+		t.Errorf("release did not say why it kept the address of gone/onGone.eth0:\n%s", out)
+	}
+	if err := json.Unmarshal([]byte(mustCtl(t, ep, "ipam", "check", "-o", "json")), &r); err != nil || len(r.StaleBlocks) != 1 || len(r.Leaks)+len(r.Orphans) != 0 {
+		t.Fatalf("after release: %+v %v", r, err)
+	}
+	// Told that the node is gone for good, it releases that too.
+	out = mustCtl(t, ep, "ipam", "release", "--gone-node", "gone")
+	t.Logf("release --gone-node gone:\n%s", out)
 	if err := json.Unmarshal([]byte(mustCtl(t, ep, "ipam", "check", "-o", "json")), &r); err != nil || !r.Clean() {
 		t.Fatalf("after release: %+v %v", r, err)
 	}
