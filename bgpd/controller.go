@@ -233,6 +233,9 @@ func (c *Controller) reconcile(ctx context.Context, config bool) {
 		if err := c.cfg.Speaker.SetImportRanges(ctx, ranges); err != nil {
 			errs = append(errs, err)
 		}
+		if err := c.cfg.Speaker.SetNoExport(ctx, NoExportPrefixes(st.pools), ExternalPeers(peers)); err != nil {
+			errs = append(errs, err)
+		}
 		if err := c.cfg.Speaker.SetPeers(ctx, peers); err != nil {
 			errs = append(errs, err)
 		}

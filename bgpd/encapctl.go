@@ -24,9 +24,13 @@ func (c *Controller) tunnelAddr(ctx context.Context, st *clusterState) []error {
 		var pools []string
 		for i := range st.pools {
 			p := &st.pools[i]
-			if p.Prefix().Addr().Is4() && !p.Spec.Disabled && (p.Spec.VXLANMode != conf.EncapNever || p.Spec.IPIPMode != conf.EncapNever) {
+			if p.Prefix().Addr().Is4() && !p.Spec.Disabled && (p.Spec.VXLANMode != conf.EncapNever || p.Spec.IPIPMode != conf.EncapNever) &&
+				p.Spec.Allows(conf.UseTunnel) {
 				pools = append(pools, p.Metadata.Name)
 			}
+		}
+		if len(pools) == 0 {
+			return []error{fmt.Errorf("tunnel address: no enabled IPv4 pool that encapsulates allows Tunnel use (allowedUses) and automatic assignment")}
 		}
 		addr, err := t.Ensure(ctx, self.Name, pools, vtepMAC(self).String())
 		if err != nil {

@@ -72,6 +72,9 @@ type Speaker struct {
 	exported map[netip.Prefix][]byte // prefix -> path UUID
 	ranges   map[string]ImportRange  // import defined-set entries
 	rib      map[netip.Prefix]Path
+	// noExport and external are what SetNoExport last installed.
+	noExport []netip.Prefix
+	external []netip.Addr
 
 	changed chan struct{} // a best path changed; capacity 1
 	events  chan struct{} // a peer's state changed; capacity 1
@@ -95,6 +98,10 @@ func NewSpeaker(ctx context.Context, g GlobalSpec, log *slog.Logger) (*Speaker, 
 		return nil, fmt.Errorf("start BGP (AS %d, router ID %s, port %d): %w", g.ASN, g.RouterID, g.ListenPort, err)
 	}
 	if err := sp.setupImportPolicy(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	if err := sp.setupExportPolicy(ctx); err != nil {
 		s.Stop()
 		return nil, err
 	}

@@ -26,7 +26,7 @@ type TunnelAddrs struct {
 // Ensure assigns node a tunnel address from one of pools (idempotent: a
 // node that holds one keeps it) and publishes it and mac.
 func (t *TunnelAddrs) Ensure(ctx context.Context, node string, pools []string, mac string) (netip.Addr, error) {
-	got, err := t.Alloc.Assign(ctx, ipam.AssignRequest{Handle: TunnelHandle(node), Node: node, IPv4: true, IPv4Pools: pools,
+	got, err := t.Alloc.Assign(ctx, ipam.AssignRequest{Handle: TunnelHandle(node), Node: node, IPv4: true, IPv4Pools: pools, Use: conf.UseTunnel,
 		Attrs: map[string]string{"type": "tunnel"}})
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("assign tunnel address: %w", err)

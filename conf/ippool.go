@@ -43,6 +43,29 @@ const (
 // SelectAll is the node selector that matches every node.
 const SelectAll = "all()"
 
+// PoolUse is what a pool's addresses may be assigned to automatically
+// (Calico's allowedUses).
+type PoolUse string
+
+// The uses of allowedUses. A pool named explicitly (an annotation, the ipam
+// config's ipv4_pools) or an address requested explicitly is used whatever
+// its allowedUses say, as in Calico.
+const (
+	UseWorkload PoolUse = "Workload"
+	UseTunnel   PoolUse = "Tunnel"
+)
+
+// AssignmentMode says whether a pool is used for automatic assignment
+// (Calico's assignmentMode).
+type AssignmentMode string
+
+// The assignment modes: Manual pools hand out addresses only to requests
+// that name the pool or the address.
+const (
+	AssignAutomatic AssignmentMode = "Automatic"
+	AssignManual    AssignmentMode = "Manual"
+)
+
 // ObjectMeta is the metadata of a brindle document, the subset of the
 // Kubernetes field that brindle uses.
 type ObjectMeta struct {
@@ -67,6 +90,28 @@ type IPPoolSpec struct {
 	NATOutgoing  bool      `json:"natOutgoing"`
 	NodeSelector string    `json:"nodeSelector"`
 	Disabled     bool      `json:"disabled"`
+	// DisableBGPExport keeps the pool's blocks and addresses from being
+	// announced to BGP peers outside the cluster (BGPPeer); brindle's own
+	// nodes still learn them, so the pods stay reachable in the cluster.
+	DisableBGPExport bool `json:"disableBGPExport"`
+	// AllowedUses lists what the pool's addresses are assigned to
+	// automatically: pods (Workload), tunnel addresses (Tunnel), or both.
+	AllowedUses []PoolUse `json:"allowedUses"`
+	// AssignmentMode Manual keeps the pool out of automatic assignment.
+	AssignmentMode AssignmentMode `json:"assignmentMode"`
+}
+
+// Allows reports whether the pool may be used automatically for use.
+func (s *IPPoolSpec) Allows(use PoolUse) bool {
+	if s.AssignmentMode == AssignManual {
+		return false
+	}
+	for _, u := range s.AllowedUses {
+		if u == use {
+			return true
+		}
+	}
+	return false
 }
 
 // nameRE matches DNS-subdomain names, as `^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`
@@ -97,11 +142,23 @@ func ParseIPPools(data []byte) ([]IPPool, error) {
 	var pools []IPPool
 	for i, doc := range splitYAMLDocs(string(data)) {
 		var p IPPool
-		if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+		head, err := docHead(doc)
+		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", i+1, err)
 		}
-		if p.Kind != KindIPPool {
-			return nil, fmt.Errorf("document %d: kind %q: want %q", i+1, p.Kind, KindIPPool)
+		switch {
+		case head.Kind == KindIPReservation:
+			return nil, fmt.Errorf("document %d: kind %q: apply reservations with `brindlectl reservation apply`", i+1, head.Kind)
+		case head.Kind != KindIPPool:
+			return nil, fmt.Errorf("document %d: kind %q: want %q", i+1, head.Kind, KindIPPool)
+		case IsCalicoAPIVersion(head.APIVersion):
+			if p, err = calicoPool([]byte(doc)); err != nil {
+				return nil, fmt.Errorf("document %d (%s IPPool): %w", i+1, head.APIVersion, err)
+			}
+		default:
+			if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+				return nil, fmt.Errorf("document %d: %w", i+1, err)
+			}
 		}
 		p.Default()
 		if err := p.Validate(); err != nil {
@@ -169,6 +226,12 @@ func (p *IPPool) Default() {
 	}
 	if strings.TrimSpace(p.Spec.NodeSelector) == "" {
 		p.Spec.NodeSelector = SelectAll
+	}
+	if len(p.Spec.AllowedUses) == 0 {
+		p.Spec.AllowedUses = []PoolUse{UseWorkload, UseTunnel}
+	}
+	if p.Spec.AssignmentMode == "" {
+		p.Spec.AssignmentMode = AssignAutomatic
 	}
 }
 
@@ -254,6 +317,25 @@ func (p *IPPool) Validate() error {
 	}
 	if _, err := ParseSelector(s.NodeSelector); err != nil {
 		return fmt.Errorf("spec.nodeSelector %q: %w", s.NodeSelector, err)
+	}
+	seen := map[PoolUse]bool{}
+	for _, u := range s.AllowedUses {
+		switch u {
+		case UseWorkload, UseTunnel:
+		case "LoadBalancer":
+			return fmt.Errorf("spec.allowedUses %q: brindle does not assign Service load-balancer addresses; want Workload and/or Tunnel", u)
+		default:
+			return fmt.Errorf("spec.allowedUses %q: want Workload and/or Tunnel", u)
+		}
+		if seen[u] {
+			return fmt.Errorf("spec.allowedUses %q: listed twice", u)
+		}
+		seen[u] = true
+	}
+	switch s.AssignmentMode {
+	case AssignAutomatic, AssignManual:
+	default:
+		return fmt.Errorf("spec.assignmentMode %q: must be Automatic or Manual", s.AssignmentMode)
 	}
 	return nil
 }

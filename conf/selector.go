@@ -8,7 +8,7 @@ import (
 // Selector matches node labels. The syntax is the subset of Calico's that
 // pools use in practice:
 //
-//	all()
+//	all()      !all() (matches no node: the pool is used only when named)
 //	has(key)   !has(key)
 //	key == 'value'   key != 'value'
 //	key in {'a', 'b'}   key not in {'a', 'b'}
@@ -51,6 +51,8 @@ func (t term) matches(labels map[string]string) bool {
 	switch t.op {
 	case "all":
 		return true
+	case "none":
+		return false
 	case "has":
 		return has
 	case "!has":
@@ -140,8 +142,15 @@ func (p *selParser) term() (term, error) {
 		op := "has"
 		if tok == "!" {
 			op = "!has"
-			if err := p.expect("has"); err != nil {
-				return term{}, err
+			switch p.next() {
+			case "has":
+			case "all":
+				if err := p.expect("("); err != nil {
+					return term{}, err
+				}
+				return term{op: "none"}, p.expect(")")
+			default:
+				return term{}, fmt.Errorf("expected has(key) or all() after \"!\"")
 			}
 		}
 		if err := p.expect("("); err != nil {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/ipam/store"
 )
 
@@ -66,6 +67,9 @@ type AssignRequest struct {
 	IPs []netip.Addr
 	// Endpoint, when set, is written with the handle in the same transaction.
 	Endpoint *Endpoint
+	// Use is what the addresses are for: pools whose allowedUses lack it
+	// are not used automatically (default conf.UseWorkload).
+	Use conf.PoolUse
 }
 
 // Errors callers tell apart.
@@ -248,7 +252,11 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 		case len(fam.ips) > 0:
 			ha, err = t.assignIP(fam.ips[0], fam.pools, req.Handle, req.Attrs)
 		case fam.want:
-			ha, err = t.autoAssign(fam.v6, fam.pools, req.Handle, req.Attrs)
+			use := req.Use
+			if use == "" {
+				use = conf.UseWorkload
+			}
+			ha, err = t.autoAssign(fam.v6, fam.pools, use, req.Handle, req.Attrs)
 		default:
 			continue
 		}

@@ -33,9 +33,14 @@ func (t *txn) claim(pools []conf.IPPool) (netip.Prefix, bool, error) {
 			tries = total
 		}
 		start := seed % total
-		for i := range tries {
+		for i := uint64(0); i < tries; i++ {
 			c := blockAt(pfx, p.Spec.BlockSize, (start+i)%total)
 			if existing[c] || t.blocks[c] != nil {
+				continue
+			}
+			if t.reserved.coversBlock(c) {
+				// Wholly reserved blocks are in the way too.
+				tries = min(tries+1, total)
 				continue
 			}
 			t.newClaim(c, p.Metadata.Name)

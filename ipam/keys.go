@@ -14,6 +14,11 @@ const (
 	configKey      = "ipam/config"
 	nodesPrefix    = "nodes/"
 	endpointPrefix = "endpoints/"
+	// reservationsPrefix holds IPReservations, next to the pools they
+	// carve addresses out of.
+	reservationsPrefix = "ipreservations/"
+	// serviceCIDRsKey holds the Service CIDRs read from Kubernetes.
+	serviceCIDRsKey = "kubernetes/servicecidrs"
 )
 
 // cidrKey writes a prefix with "-" for "/", so it is one key segment.
@@ -27,8 +32,9 @@ func parseCIDRKey(s string) (netip.Prefix, error) {
 	return netip.ParsePrefix(s[:i] + "/" + s[i+1:])
 }
 
-func poolKey(name string) string     { return poolsPrefix + name }
-func blockKey(p netip.Prefix) string { return blocksPrefix + cidrKey(p) }
+func poolKey(name string) string        { return poolsPrefix + name }
+func reservationKey(name string) string { return reservationsPrefix + name }
+func blockKey(p netip.Prefix) string    { return blocksPrefix + cidrKey(p) }
 func affinityKey(node string, p netip.Prefix) string {
 	return affinityPrefix + node + "/" + cidrKey(p)
 }

@@ -65,19 +65,17 @@ func (b *Block) Ordinal(a netip.Addr) (int, bool) {
 // InUse counts allocated addresses.
 func (b *Block) InUse() int { return len(b.Allocations) - len(b.Free) }
 
-// take allocates the first free ordinal (or ordinal want when want >= 0).
-func (b *Block) take(want int, handle string, attrs map[string]string) (int, uint64, bool) {
-	pos := 0
-	if want >= 0 {
-		pos = -1
-		for j, o := range b.Free {
-			if o == want {
-				pos = j
-				break
-			}
+// take allocates the first free ordinal that skip does not refuse (or
+// ordinal want when want >= 0). skip may be nil.
+func (b *Block) take(want int, skip func(int) bool, handle string, attrs map[string]string) (int, uint64, bool) {
+	pos := -1
+	for j, o := range b.Free {
+		if want >= 0 && o == want || want < 0 && (skip == nil || !skip(o)) {
+			pos = j
+			break
 		}
 	}
-	if pos < 0 || pos >= len(b.Free) {
+	if pos < 0 {
 		return 0, 0, false
 	}
 	ord := b.Free[pos]
@@ -151,6 +149,9 @@ type Config struct {
 	StrictAffinity bool `json:"strictAffinity"`
 	// MaxBlocksPerHost limits how many blocks one node claims; 0 is no limit.
 	MaxBlocksPerHost int `json:"maxBlocksPerHost"`
+	// ServiceCIDRs are the cluster's Service ranges, which no pool may
+	// overlap (in Kubernetes brindled also publishes those of the API).
+	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
 }
 
 // Endpoint is a pod attachment as recorded at endpoints/<node>/<handle>.

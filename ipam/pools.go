@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/brindle-net/brindle/conf"
@@ -47,6 +48,9 @@ func (a *Allocator) ApplyPool(ctx context.Context, p conf.IPPool) (created bool,
 	err = a.retry(ctx, "apply pool "+p.Metadata.Name, func() (bool, error) {
 		pools, revs, err := a.readPools(ctx)
 		if err != nil {
+			return false, err
+		}
+		if err := a.checkPoolNetworks(ctx, p); err != nil {
 			return false, err
 		}
 		all := []conf.IPPool{p}
@@ -204,6 +208,85 @@ func (a *Allocator) poolBlocks(ctx context.Context, p conf.IPPool) ([]poolBlk, i
 	return blocks, used, nil
 }
 
+// checkPoolNetworks refuses a pool that overlaps a node's network (the
+// subnet of a registered node's address) or a Service CIDR (ipam/config's
+// serviceCIDRs, and those brindled's Kubernetes controller publishes):
+// pod addresses there would collide with hosts or Services.
+func (a *Allocator) checkPoolNetworks(ctx context.Context, p conf.IPPool) error {
+	res, err := a.Store.Read(ctx, Get{Key: nodesPrefix, Prefix: true}, Get{Key: configKey}, Get{Key: serviceCIDRsKey})
+	if err != nil {
+		return err
+	}
+	pfx := p.Prefix()
+	for _, kv := range res[0] {
+		n, err := conf.UnmarshalNode(kv.Value)
+		if err != nil {
+			continue
+		}
+		for _, addr := range []string{n.IPv4Address, n.IPv6Address} {
+			if na, err := netip.ParsePrefix(addr); err == nil && na.Masked().Overlaps(pfx) {
+				return perm("spec.cidr %q of pool %q: overlaps the network %s of node %q (%s); pod addresses would collide with hosts",
+					p.Spec.CIDR, p.Metadata.Name, na.Masked(), n.Name, addr)
+			}
+		}
+	}
+	var svc []string
+	if len(res[1]) > 0 {
+		var c Config
+		if err := decode(res[1][0], &c); err != nil {
+			return err
+		}
+		svc = append(svc, c.ServiceCIDRs...)
+	}
+	if len(res[2]) > 0 {
+		var k ServiceCIDRs
+		if err := decode(res[2][0], &k); err != nil {
+			return err
+		}
+		svc = append(svc, k.CIDRs...)
+	}
+	for _, s := range svc {
+		if sp, err := netip.ParsePrefix(s); err == nil && sp.Overlaps(pfx) {
+			return perm("spec.cidr %q of pool %q: overlaps the Service CIDR %s; pod addresses would collide with Service addresses",
+				p.Spec.CIDR, p.Metadata.Name, s)
+		}
+	}
+	return nil
+}
+
+// ServiceCIDRs is the record at kubernetes/servicecidrs: the cluster's
+// Service CIDRs, as brindled's Kubernetes controller reads them from the
+// API (networking.k8s.io/v1 ServiceCIDR). Pools may not overlap them.
+type ServiceCIDRs struct {
+	V     int      `json:"v"`
+	CIDRs []string `json:"cidrs"`
+}
+
+// PublishServiceCIDRs records the cluster's Service CIDRs (no write when
+// they are what is stored already).
+func (a *Allocator) PublishServiceCIDRs(ctx context.Context, cidrs []string) error {
+	for _, c := range cidrs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return fmt.Errorf("service cidr %q: %w", c, err)
+		}
+	}
+	sort.Strings(cidrs)
+	res, err := a.Store.Read(ctx, Get{Key: serviceCIDRsKey})
+	if err != nil {
+		return err
+	}
+	rev := MustNotExist
+	if len(res[0]) > 0 {
+		var cur ServiceCIDRs
+		if decode(res[0][0], &cur) == nil && slices.Equal(cur.CIDRs, cidrs) {
+			return nil
+		}
+		rev = res[0][0].ModRevision
+	}
+	_, err = a.Store.Commit(ctx, Op{Key: serviceCIDRsKey, Value: mustJSON(ServiceCIDRs{V: SchemaVersion, CIDRs: cidrs}), Rev: rev})
+	return err
+}
+
 // GetConfig returns the cluster IPAM config (defaults when unset).
 func (a *Allocator) GetConfig(ctx context.Context) (Config, error) {
 	var c Config
@@ -218,6 +301,11 @@ func (a *Allocator) GetConfig(ctx context.Context) (Config, error) {
 func (a *Allocator) SetConfig(ctx context.Context, c Config) error {
 	if c.MaxBlocksPerHost < 0 {
 		return fmt.Errorf("maxBlocksPerHost %d: must be 0 (no limit) or more", c.MaxBlocksPerHost)
+	}
+	for _, s := range c.ServiceCIDRs {
+		if p, err := netip.ParsePrefix(s); err != nil || p.Masked() != p {
+			return fmt.Errorf("serviceCIDRs %q: want a CIDR without host bits, e.g. 10.96.0.0/12", s)
+		}
 	}
 	c.V = SchemaVersion
 	_, err := a.Store.Commit(ctx, Op{Key: configKey, Value: mustJSON(c), Rev: AnyRev})

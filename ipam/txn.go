@@ -44,6 +44,7 @@ type txn struct {
 	// being deleted (DeletePool disables it first).
 	poolRevs map[string]int64
 	claimed  map[string]bool // pools this attempt claimed blocks of
+	reserved reservedSet
 }
 
 // begin reads, in one round trip, the handle, the node's claims, the IPAM
@@ -56,8 +57,9 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 		{Key: poolsPrefix, Prefix: true},
 		{Key: nodeKey(node)},
 		{Key: handleKey(handle)},
+		{Key: reservationsPrefix, Prefix: true},
 	}
-	const hinted = 5
+	const hinted = 6
 	for _, c := range hint {
 		gets = append(gets, Get{Key: blockKey(c)})
 	}
@@ -106,6 +108,9 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 			return nil, err
 		}
 		t.handle, t.handleRev = &h, res[4][0].ModRevision
+	}
+	if t.reserved, err = decodeReservations(res[5]); err != nil {
+		return nil, err
 	}
 	for i, c := range hint {
 		if t.affs[c] == nil {
@@ -200,20 +205,27 @@ func (t *txn) existingBlocks() (map[netip.Prefix]bool, error) {
 	return t.blockKeys, nil
 }
 
-// usablePools returns the enabled pools of a family that select this node,
-// restricted to names when names is not empty.
-func (t *txn) usablePools(v6 bool, names []string) ([]conf.IPPool, error) {
+// usablePools returns the enabled pools of a family that select this node:
+// those named in names (pool names or CIDRs) when names is not empty, else
+// those whose allowedUses and assignmentMode let use have them.
+func (t *txn) usablePools(v6 bool, names []string, use conf.PoolUse) ([]conf.IPPool, error) {
 	var out []conf.IPPool
+	named := map[string]bool{}
 	for _, n := range names {
-		if !slices.ContainsFunc(t.pools, func(p conf.IPPool) bool { return p.Metadata.Name == n }) {
-			return nil, perm("%w: pool %q named in the ipam config does not exist", ErrNoPool, n)
+		i := slices.IndexFunc(t.pools, func(p conf.IPPool) bool { return p.Metadata.Name == n || p.Spec.CIDR == n })
+		if i < 0 {
+			return nil, perm("%w: pool %q does not exist", ErrNoPool, n)
 		}
+		if p := &t.pools[i]; p.Prefix().Addr().Is6() != v6 {
+			return nil, perm("%w: pool %q (%s) is not of the family asked for", ErrNoPool, n, p.Spec.CIDR)
+		}
+		named[t.pools[i].Metadata.Name] = true
 	}
 	for _, p := range t.pools {
 		if p.Prefix().Addr().Is6() != v6 || p.Spec.Disabled {
 			continue
 		}
-		if len(names) > 0 && !slices.Contains(names, p.Metadata.Name) {
+		if len(names) > 0 && !named[p.Metadata.Name] || len(names) == 0 && !p.Spec.Allows(use) {
 			continue
 		}
 		sel, err := conf.ParseSelector(p.Spec.NodeSelector)
@@ -227,7 +239,10 @@ func (t *txn) usablePools(v6 bool, names []string) ([]conf.IPPool, error) {
 		if v6 {
 			fam = "IPv6"
 		}
-		return nil, perm("%w: no enabled %s pool selects node %q (restricted to %v)", ErrNoPool, fam, t.node, names)
+		if len(names) > 0 {
+			return nil, perm("%w: none of the pools %v is an enabled %s pool that selects node %q", ErrNoPool, names, fam, t.node)
+		}
+		return nil, perm("%w: no enabled %s pool for %s use selects node %q", ErrNoPool, fam, use, t.node)
 	}
 	return out, nil
 }
@@ -244,8 +259,8 @@ func inPools(pools []conf.IPPool, b *Block) bool {
 // autoAssign takes one address of a family: from the node's blocks, else
 // from a newly claimed block, else (without strictAffinity) from another
 // node's block.
-func (t *txn) autoAssign(v6 bool, names []string, handle string, attrs map[string]string) (HandleAddr, error) {
-	pools, err := t.usablePools(v6, names)
+func (t *txn) autoAssign(v6 bool, names []string, use conf.PoolUse, handle string, attrs map[string]string) (HandleAddr, error) {
+	pools, err := t.usablePools(v6, names, use)
 	if err != nil {
 		return HandleAddr{}, err
 	}
@@ -272,8 +287,10 @@ func (t *txn) autoAssign(v6 bool, names []string, handle string, attrs map[strin
 	if c, ok, err := t.claim(pools); err != nil {
 		return HandleAddr{}, err
 	} else if ok {
-		ha, _ := t.take(c, -1, handle, attrs)
-		return ha, nil
+		// A claimed block is never wholly reserved, so this cannot fail.
+		if ha, ok := t.take(c, -1, handle, attrs); ok {
+			return ha, nil
+		}
 	}
 	if t.cfg.StrictAffinity {
 		return HandleAddr{}, perm("%w: node %q has no free address in its blocks of %s and cannot claim another (strictAffinity forbids borrowing)", ErrExhausted, t.node, poolNames(pools))
@@ -308,7 +325,7 @@ func poolNames(pools []conf.IPPool) string {
 // take allocates in block c and marks what the commit must write.
 func (t *txn) take(c netip.Prefix, ord int, handle string, attrs map[string]string) (HandleAddr, bool) {
 	r := t.blocks[c]
-	o, seq, ok := r.b.take(ord, handle, attrs)
+	o, seq, ok := r.b.take(ord, t.reserved.skipIn(r.b), handle, attrs)
 	if !ok {
 		return HandleAddr{}, false
 	}
@@ -336,6 +353,9 @@ func (t *txn) assignIP(ip netip.Addr, names []string, handle string, attrs map[s
 	}
 	if pool.Spec.Disabled {
 		return HandleAddr{}, perm("ip %s: pool %q is disabled", ip, pool.Metadata.Name)
+	}
+	if name, ok := t.reserved.holder(ip); ok {
+		return HandleAddr{}, perm("ip %s: reserved by IPReservation %q", ip, name)
 	}
 	c := netip.PrefixFrom(ip, pool.Spec.BlockSize).Masked()
 	if t.blocks[c] == nil {

@@ -195,8 +195,9 @@ func newIPAMConfigCmd(a *app) *cobra.Command {
 	var o outputFlag
 	var strict string
 	var maxBlocks int
+	var serviceCIDRs []string
 	c := &cobra.Command{
-		Use:   "config [--strict-affinity=BOOL] [--max-blocks-per-host=N]",
+		Use:   "config [--strict-affinity=BOOL] [--max-blocks-per-host=N] [--service-cidrs=CIDRS]",
 		Short: "show or change the IPAM settings (ipam/config)",
 		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -220,13 +221,16 @@ func newIPAMConfigCmd(a *app) *cobra.Command {
 				if c.Flags().Changed("max-blocks-per-host") {
 					cfg.MaxBlocksPerHost, changed = maxBlocks, true
 				}
+				if c.Flags().Changed("service-cidrs") {
+					cfg.ServiceCIDRs, changed = serviceCIDRs, true
+				}
 				if changed {
 					if err := e.alloc.SetConfig(e.ctx, cfg); err != nil {
 						return err
 					}
 				}
 				if !o.structured() {
-					fmt.Fprintf(a.out, "strictAffinity: %v\nmaxBlocksPerHost: %d\n", cfg.StrictAffinity, cfg.MaxBlocksPerHost)
+					fmt.Fprintf(a.out, "strictAffinity: %v\nmaxBlocksPerHost: %d\nserviceCIDRs: %s\n", cfg.StrictAffinity, cfg.MaxBlocksPerHost, strings.Join(cfg.ServiceCIDRs, ","))
 					return nil
 				}
 				return o.print(a.out, cfg, nil)
@@ -235,6 +239,7 @@ func newIPAMConfigCmd(a *app) *cobra.Command {
 	}
 	c.Flags().StringVar(&strict, "strict-affinity", "", "true: never borrow addresses from other nodes' blocks")
 	c.Flags().IntVar(&maxBlocks, "max-blocks-per-host", 0, "blocks one node may claim; 0 is no limit")
+	c.Flags().StringSliceVar(&serviceCIDRs, "service-cidrs", nil, "the cluster's Service CIDRs, comma-separated; no pool may overlap them (empty clears)")
 	o.add(c, "table", "table", "json", "yaml")
 	return c
 }
