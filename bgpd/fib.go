@@ -59,6 +59,10 @@ func (r Route) String() string {
 type RouteTable interface {
 	// List returns the routes in the main table that carry RouteProtocol.
 	List() ([]netlink.Route, error)
+	// Add creates a route and fails with EEXIST when the kernel already
+	// has one for the destination (of any protocol): it never replaces.
+	Add(*netlink.Route) error
+	// Replace changes one of brindle's own routes.
 	Replace(*netlink.Route) error
 	Delete(*netlink.Route) error
 	LinkIndex(name string) (int, error)
@@ -76,6 +80,9 @@ type FIB struct {
 	// daemon has not yet relearned everything (graceful restart).
 	holdDeletes bool
 	last        SyncResult
+	// conflicts are destinations a route of another owner holds; each is
+	// logged once, when it starts.
+	conflicts map[netip.Prefix]bool
 }
 
 // SyncResult describes one Set.
@@ -87,13 +94,17 @@ type SyncResult struct {
 	Replaced  int           `json:"replaced"`
 	Deleted   int           `json:"deleted"`
 	Held      int           `json:"held"`
-	Err       string        `json:"error,omitempty"`
+	// Conflicts counts wanted routes not installed because a route brindle
+	// did not make (a local pod's /32, an operator's route) holds the
+	// destination; that route is left alone.
+	Conflicts int    `json:"conflicts"`
+	Err       string `json:"error,omitempty"`
 }
 
 // NewFIB syncs into t. With holdDeletes, stale routes stay until
 // ReleaseDeletes is called.
 func NewFIB(t RouteTable, log *slog.Logger, holdDeletes bool) *FIB {
-	return &FIB{t: t, log: log, holdDeletes: holdDeletes}
+	return &FIB{t: t, log: log, holdDeletes: holdDeletes, conflicts: map[netip.Prefix]bool{}}
 }
 
 // ReleaseDeletes lets Set delete unwanted routes from now on.
@@ -135,9 +146,11 @@ func (f *FIB) Set(want []Route) (SyncResult, error) {
 		return res, fmt.Errorf("list routes: %w", err)
 	}
 	done := make(map[netip.Prefix]bool, len(have))
+	ours := make(map[netip.Prefix]bool, len(have))
 	for i := range have {
 		h := &have[i]
 		dst := prefixOf(h.Dst, h.Family)
+		ours[dst] = true
 		w, ok := wantBy[dst]
 		switch {
 		case !ok && f.holdDeletes:
@@ -153,11 +166,29 @@ func (f *FIB) Set(want []Route) (SyncResult, error) {
 			done[dst] = true
 		}
 	}
+	conflicts := map[netip.Prefix]bool{}
 	for dst, w := range wantBy {
 		if done[dst] {
 			continue
 		}
-		if err := f.t.Replace(w); err != nil {
+		// Only a route of brindle's own is ever replaced. Anything else is
+		// created exclusively: the kernel matches routes by destination and
+		// metric, not protocol, so a replace would take over a local pod's
+		// route (and a later sync would delete it).
+		var err error
+		if ours[dst] {
+			err = f.t.Replace(w)
+		} else {
+			err = f.t.Add(w)
+		}
+		if errors.Is(err, unix.EEXIST) {
+			conflicts[dst] = true
+			if !f.conflicts[dst] {
+				f.log.Warn("route not installed: another route holds the destination and is left alone", "route", describe(w))
+			}
+			continue
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("install %s: %w", describe(w), err))
 			continue
 		}
@@ -165,6 +196,13 @@ func (f *FIB) Set(want []Route) (SyncResult, error) {
 		done[dst] = true
 		f.log.Debug("route installed", "route", describe(w))
 	}
+	for dst := range f.conflicts {
+		if !conflicts[dst] {
+			f.log.Info("route conflict over", "dst", dst)
+		}
+	}
+	f.conflicts = conflicts
+	res.Conflicts = len(conflicts)
 	res.Installed = len(done)
 	res.Took = time.Since(start)
 	err = errors.Join(errs...)
@@ -277,6 +315,9 @@ func (n Netlink) List() ([]netlink.Route, error) {
 	}
 	return out, nil
 }
+
+// Add implements RouteTable (NLM_F_CREATE|NLM_F_EXCL).
+func (n Netlink) Add(r *netlink.Route) error { return n.H.RouteAdd(r) }
 
 // Replace implements RouteTable.
 func (n Netlink) Replace(r *netlink.Route) error { return n.H.RouteReplace(r) }

@@ -48,6 +48,18 @@ func (f *fakeTable) Replace(r *netlink.Route) error {
 	return nil
 }
 
+func (f *fakeTable) Add(r *netlink.Route) error {
+	if f.failOn != "" && r.Dst.String() == f.failOn {
+		return fmt.Errorf("injected failure")
+	}
+	if _, ok := f.routes[r.Dst.String()]; ok {
+		return unix.EEXIST
+	}
+	f.transcript = append(f.transcript, "add "+describe(r))
+	f.routes[r.Dst.String()] = *r
+	return nil
+}
+
 func (f *fakeTable) Delete(r *netlink.Route) error {
 	f.transcript = append(f.transcript, "delete "+r.Dst.String())
 	delete(f.routes, r.Dst.String())
@@ -84,10 +96,10 @@ func TestFIBTranscript(t *testing.T) {
 	}
 	slices.Sort(tab.transcript)
 	wantT := []string{
+		"add 10.244.3.0/26 via 10.0.0.3",
+		"add 10.244.4.0/26 via 172.16.0.4 dev #7 onlink",
+		"add blackhole 10.244.1.0/26",
 		"delete 10.244.7.0/26",
-		"replace 10.244.3.0/26 via 10.0.0.3",
-		"replace 10.244.4.0/26 via 172.16.0.4 dev #7 onlink",
-		"replace blackhole 10.244.1.0/26",
 	}
 	if !slices.Equal(tab.transcript, wantT) {
 		t.Errorf("transcript:\n%s\nwant:\n%s", strings.Join(tab.transcript, "\n"), strings.Join(wantT, "\n"))

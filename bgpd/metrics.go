@@ -18,6 +18,7 @@ type Metrics struct {
 	syncs     prometheus.Counter
 	errors    *prometheus.CounterVec
 	routeOps  *prometheus.CounterVec
+	conflicts prometheus.Gauge
 	sessState []string
 }
 
@@ -42,9 +43,11 @@ func NewMetrics() *Metrics {
 			Help: "Errors by where they happened (reconcile: peers, exports, policy or routes that could not be applied)."}, []string{"where"}),
 		routeOps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "brindle_route_changes_total",
 			Help: "Kernel route changes made by sync, by operation (add, delete)."}, []string{"op"}),
+		conflicts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "brindle_route_conflicts",
+			Help: "Wanted routes not installed because a route brindle did not make (a local pod's /32) holds the destination."}),
 		sessState: []string{"Established", "Active", "Connect", "Idle", "OpenSent", "OpenConfirm"},
 	}
-	m.Registry.MustRegister(m.peers, m.routes, m.blocks, m.exported, m.syncTime, m.syncs, m.errors, m.routeOps,
+	m.Registry.MustRegister(m.peers, m.routes, m.blocks, m.exported, m.syncTime, m.syncs, m.errors, m.routeOps, m.conflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, s := range m.sessState {
 		m.peers.WithLabelValues(s).Set(0)
@@ -56,6 +59,7 @@ func (m *Metrics) observeSync(r SyncResult, blocks, exported, errs int) {
 	m.syncs.Inc()
 	m.syncTime.Observe(r.Took.Seconds())
 	m.routes.Set(float64(r.Installed))
+	m.conflicts.Set(float64(r.Conflicts))
 	m.blocks.Set(float64(blocks))
 	m.exported.Set(float64(exported))
 	m.routeOps.WithLabelValues("add").Add(float64(r.Added))
