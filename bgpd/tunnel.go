@@ -68,6 +68,8 @@ type Tunnels struct {
 	k   Links
 	log *slog.Logger
 	mu  sync.Mutex
+	// ipipUp: brindle set tunl0 up (and may set it down again).
+	ipipUp bool
 }
 
 // NewTunnels manages tunnels through k.
@@ -139,7 +141,7 @@ func (t *Tunnels) setVXLAN(s *VXLANSpec) error {
 	if err := t.linkAttrs(l, s.MTU, s.MAC); err != nil {
 		return err
 	}
-	if err := t.setAddr(l, s.Addr); err != nil {
+	if _, _, err := t.setAddr(l, s.Addr, ""); err != nil {
 		return err
 	}
 	idx := l.Attrs().Index
@@ -174,15 +176,27 @@ func (t *Tunnels) linkAttrs(l netlink.Link, mtu int, mac net.HardwareAddr) error
 	return nil
 }
 
-// setAddr leaves exactly want/32 (or nothing, if want is not valid) as the
-// link's IPv4 addresses.
-func (t *Tunnels) setAddr(l netlink.Link, want netip.Addr) error {
+// tunl0Label marks the address brindle puts on tunl0: the host may use
+// that device for tunnels of its own, and their addresses are not brindle's
+// to remove. (An IPv4 address label must start with the device's name.)
+const tunl0Label = IPIPDevice + ":brindle"
+
+// setAddr leaves want/32 (or nothing, if want is not valid) as the link's
+// IPv4 address. With label empty the link is brindle's and every other
+// address goes; with a label, only addresses carrying it are brindle's,
+// and want is added with it. It reports how many addresses the link keeps
+// that are not brindle's, and how many of brindle's it removed.
+func (t *Tunnels) setAddr(l netlink.Link, want netip.Addr, label string) (foreign, removed int, err error) {
 	have, err := t.k.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {
-		return fmt.Errorf("list addresses: %w", err)
+		return 0, 0, fmt.Errorf("list addresses: %w", err)
 	}
 	found := false
 	for i := range have {
+		if label != "" && have[i].Label != label {
+			foreign++
+			continue
+		}
 		a, _ := netip.AddrFromSlice(have[i].IP)
 		ones, _ := have[i].Mask.Size()
 		if want.IsValid() && a.Unmap() == want && ones == 32 {
@@ -190,16 +204,17 @@ func (t *Tunnels) setAddr(l netlink.Link, want netip.Addr) error {
 			continue
 		}
 		if err := t.k.AddrDel(l, &have[i]); err != nil {
-			return fmt.Errorf("delete address %s: %w", have[i].IPNet, err)
+			return foreign, removed, fmt.Errorf("delete address %s: %w", have[i].IPNet, err)
 		}
+		removed++
 	}
 	if found || !want.IsValid() {
-		return nil
+		return foreign, removed, nil
 	}
-	if err := t.k.AddrReplace(l, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(want, 32))}); err != nil {
-		return fmt.Errorf("address %s: %w", want, err)
+	if err := t.k.AddrReplace(l, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(want, 32)), Label: label}); err != nil {
+		return foreign, removed, fmt.Errorf("address %s: %w", want, err)
 	}
-	return nil
+	return foreign, removed, nil
 }
 
 func neighKey(n *netlink.Neigh) string {
@@ -260,13 +275,17 @@ func (t *Tunnels) setIPIP(s *IPIPSpec) error {
 		if l == nil {
 			return nil
 		}
-		// The fallback device stays; take brindle's address off it.
-		if err := t.setAddr(l, netip.Addr{}); err != nil {
+		// The fallback device stays; take brindle's address off it, and
+		// set it down only if nothing else uses it.
+		foreign, removed, err := t.setAddr(l, netip.Addr{}, tunl0Label)
+		if err != nil {
 			return err
 		}
-		if l.Attrs().Flags&net.FlagUp != 0 {
+		if foreign == 0 && (removed > 0 || t.ipipUp) && l.Attrs().Flags&net.FlagUp != 0 {
+			t.ipipUp = false
 			return t.k.LinkSetDown(l)
 		}
+		t.ipipUp = false
 		return nil
 	}
 	if l == nil {
@@ -282,7 +301,9 @@ func (t *Tunnels) setIPIP(s *IPIPSpec) error {
 	if err := t.linkAttrs(l, s.MTU, nil); err != nil {
 		return err
 	}
-	return t.setAddr(l, s.Addr)
+	t.ipipUp = true
+	_, _, err = t.setAddr(l, s.Addr, tunl0Label)
+	return err
 }
 
 var _ Links = (*netlink.Handle)(nil)

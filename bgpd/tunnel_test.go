@@ -244,3 +244,32 @@ func TestTunnelsIPIPTranscript(t *testing.T) {
 		t.Errorf("err = %v; want it to name the missing ipip module", err)
 	}
 }
+
+// Defect 11 (issue 12): on a host that uses tunl0 for something else, the
+// addresses brindle did not put there stay, and so does the device's state.
+func TestTunnelsIPIPLeavesForeignTunl0(t *testing.T) {
+	k := newFakeLinks()
+	foreign := netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("192.0.2.1/32"))}
+	l := &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: IPIPDevice, Index: 3, MTU: 1480, Flags: net.FlagUp}}
+	k.links[IPIPDevice] = l
+	k.addrs[3] = []netlink.Addr{foreign}
+	tun := NewTunnels(k, quiet())
+	if err := tun.Set(TunnelSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	checkTranscript(t, "no pool uses IPIP", k.transcript, nil)
+	// brindle's own address comes and goes; the host's stays.
+	spec := TunnelSpec{IPIP: &IPIPSpec{MTU: 1480, Addr: netip.MustParseAddr("10.244.0.0")}}
+	if err := tun.Set(spec); err != nil {
+		t.Fatal(err)
+	}
+	checkTranscript(t, "IPIP on", k.transcript, []string{"addr replace 10.244.0.0/32 dev tunl0"})
+	k.transcript = nil
+	if err := tun.Set(TunnelSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	checkTranscript(t, "IPIP off again", k.transcript, []string{"addr del 10.244.0.0/32 dev tunl0"})
+	if got := k.addrs[3]; len(got) != 1 || got[0].IPNet.String() != "192.0.2.1/32" {
+		t.Fatalf("tunl0 addresses %v, want the host's 192.0.2.1/32 only", got)
+	}
+}
