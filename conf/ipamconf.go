@@ -26,6 +26,28 @@ type EtcdConfig struct {
 	KeyFile    string
 }
 
+// Validate checks the endpoints and the TLS files together; errors name the
+// setting (as the network config spells it) and the value. TLS files with
+// an http:// endpoint are refused: traffic to that endpoint would go in
+// plaintext although TLS was asked for.
+func (e EtcdConfig) Validate() error {
+	tls := e.CACertFile != "" || e.CertFile != ""
+	for _, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("etcd_endpoints %q: want http(s)://host:port", ep)
+		}
+		if tls && u.Scheme == "http" {
+			return fmt.Errorf("etcd_endpoints %q: plain http, but TLS files are set (etcd_ca_cert_file %q, etcd_cert_file %q): use https:// or drop the TLS files",
+				ep, e.CACertFile, e.CertFile)
+		}
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		return fmt.Errorf("etcd_cert_file %q and etcd_key_file %q: give both or neither", e.CertFile, e.KeyFile)
+	}
+	return nil
+}
+
 // IPAMConfig is the `ipam` section brindle-ipam reads, after defaults.
 type IPAMConfig struct {
 	Type         string
@@ -155,14 +177,8 @@ func (c *IPAMConfig) Validate() error {
 	if len(c.Etcd.Endpoints) == 0 {
 		return fmt.Errorf("ipam.etcd_endpoints: empty (set it in the config or ETCD_ENDPOINTS)")
 	}
-	for _, ep := range c.Etcd.Endpoints {
-		u, err := url.Parse(ep)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("ipam.etcd_endpoints %q: want http(s)://host:port", ep)
-		}
-	}
-	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
-		return fmt.Errorf("ipam.etcd_cert_file %q and ipam.etcd_key_file %q: give both or neither", c.Etcd.CertFile, c.Etcd.KeyFile)
+	if err := c.Etcd.Validate(); err != nil {
+		return fmt.Errorf("ipam.%w", err)
 	}
 	if !c.AssignIPv4 && !c.AssignIPv6 {
 		return fmt.Errorf("ipam.assign_ipv4 and ipam.assign_ipv6: both false, nothing to assign")

@@ -17,12 +17,12 @@ func TestLoadIPAMNetConfDefaultsAndEnv(t *testing.T) {
 		"ipam":{"type":"brindle-ipam"},
 		"runtimeConfig":{"ips":["10.0.0.5/32"]},
 		"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}`),
-		envMap(map[string]string{"ETCD_ENDPOINTS": "http://10.0.0.1:2379, https://10.0.0.2:2379", "ETCD_CA_CERT_FILE": "/ca.pem"}))
+		envMap(map[string]string{"ETCD_ENDPOINTS": "https://10.0.0.1:2379, https://10.0.0.2:2379", "ETCD_CA_CERT_FILE": "/ca.pem"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := n.IPAM
-	if strings.Join(c.Etcd.Endpoints, ",") != "http://10.0.0.1:2379,https://10.0.0.2:2379" || c.Etcd.CACertFile != "/ca.pem" {
+	if strings.Join(c.Etcd.Endpoints, ",") != "https://10.0.0.1:2379,https://10.0.0.2:2379" || c.Etcd.CACertFile != "/ca.pem" {
 		t.Errorf("env not applied: %+v", c.Etcd)
 	}
 	if !c.AssignIPv4 || c.AssignIPv6 || c.Timeout != DefaultIPAMTimeout || c.NodenameFile != DefaultNodenameFile {
@@ -50,7 +50,7 @@ func TestIPAMConfigErrorsNameField(t *testing.T) {
 	for _, tc := range []struct{ ipam, want string }{
 		{`{}`, "ipam.etcd_endpoints: empty"},
 		{`{"etcd_endpoints":"10.0.0.1:2379"}`, `ipam.etcd_endpoints "10.0.0.1:2379"`},
-		{`{"etcd_endpoints":"http://a:1","etcd_cert_file":"/c"}`, `ipam.etcd_cert_file "/c"`},
+		{`{"etcd_endpoints":"https://a:1","etcd_cert_file":"/c"}`, `ipam.etcd_cert_file "/c"`},
 		{`{"etcd_endpoints":"http://a:1","assign_ipv4":false}`, "ipam.assign_ipv4 and ipam.assign_ipv6"},
 		{`{"etcd_endpoints":"http://a:1","timeout_seconds":0}`, "ipam.timeout_seconds 0"},
 		{`{"etcd_endpoints":"http://a:1","ipv4_pools":["Bad Pool"]}`, `"Bad Pool"`},
@@ -93,5 +93,17 @@ func TestNodeNameMissingFileRefused(t *testing.T) {
 	n, _, err := c.NodeName(envMap(map[string]string{"NODENAME": "env-node"}))
 	if err == nil || !strings.Contains(err.Error(), f) || !strings.Contains(err.Error(), "brindled") {
 		t.Fatalf("missing %s: want an error naming the file and brindled, got %q, %v", f, n, err)
+	}
+}
+
+// Defect 11: http:// endpoints with certificate files set are refused (the
+// plugin would otherwise talk to etcd in plaintext though TLS was asked for).
+func TestIPAMConfigRefusesPlaintextWithCerts(t *testing.T) {
+	for _, extra := range []string{`"etcd_ca_cert_file":"/ca.crt"`, `"etcd_cert_file":"/c.crt","etcd_key_file":"/c.key"`} {
+		_, err := LoadIPAMNetConf([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"type":"brindle-ipam",
+			"etcd_endpoints":"https://10.0.0.1:2379,http://10.0.0.2:2379",`+extra+`}}`), nil)
+		if err == nil || !strings.Contains(err.Error(), "http://10.0.0.2:2379") {
+			t.Errorf("%s: want a refusal naming the http endpoint, got %v", extra, err)
+		}
 	}
 }

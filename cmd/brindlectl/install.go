@@ -159,7 +159,11 @@ func install(o installOptions, out io.Writer) error {
 
 	if len(tlsSrc) > 0 {
 		dir := filepath.Join(o.NetDir, tlsDir)
+		// MkdirAll leaves an existing directory's mode alone: chmod too.
 		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("install-cni: %w", err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
 			return fmt.Errorf("install-cni: %w", err)
 		}
 		for _, dst := range sortedKeys(tlsSrc) {

@@ -167,7 +167,7 @@ func newIPAMReleaseCmd(a *app) *cobra.Command {
 		Long: "Release what `ipam check` finds. An address borrowed by another node's pod, or whose pod's\n" +
 			"endpoint record exists, is kept, and the line says why; --gone-node NODE says a node is gone\n" +
 			"for good with its pods, so its endpoint records no longer keep its addresses.",
-		Args:  noArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return a.withEnv(func(e *env) error {
 				r, err := a.check(e)

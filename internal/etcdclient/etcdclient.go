@@ -22,6 +22,9 @@ const DialTimeout = 2 * time.Second
 
 // New returns a client for cfg. TLS files are read here and never logged.
 func New(cfg conf.EtcdConfig) (*clientv3.Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
 	var tlsCfg *tls.Config
 	if cfg.CACertFile != "" || cfg.CertFile != "" {
 		info := transport.TLSInfo{
