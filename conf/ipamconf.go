@@ -88,6 +88,10 @@ type IPAMNetConf struct {
 	IPAM             IPAMConfig
 	RuntimeIPs       []string
 	ValidAttachments []types.GCAttachment
+	// LogFile and LogLevel are the network config's top-level logFile and
+	// logLevel: the brindle plugin passes its whole config to its IPAM
+	// delegate, so both plugins log to one file at one level.
+	LogFile, LogLevel string
 }
 
 // LoadIPAMNetConf parses stdin of a CNI call. env looks up environment
@@ -102,6 +106,8 @@ func LoadIPAMNetConf(data []byte, env func(string) (string, bool)) (*IPAMNetConf
 			IPs []string `json:"ips"`
 		} `json:"runtimeConfig"`
 		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+		LogFile          string               `json:"logFile"`
+		LogLevel         string               `json:"logLevel"`
 	}
 	if err := json.Unmarshal(data, &wire); err != nil {
 		return nil, fmt.Errorf("parse network config: %w", err)
@@ -120,6 +126,8 @@ func LoadIPAMNetConf(data []byte, env func(string) (string, bool)) (*IPAMNetConf
 		IPAM:             *ic,
 		RuntimeIPs:       wire.RuntimeConfig.IPs,
 		ValidAttachments: wire.ValidAttachments,
+		LogFile:          wire.LogFile,
+		LogLevel:         wire.LogLevel,
 	}, nil
 }
 

@@ -22,3 +22,21 @@ func HostVethName(podNamespace, podName, containerID string) string {
 	sum := sha1.Sum([]byte(key))
 	return VethPrefix + hex.EncodeToString(sum[:])[:12]
 }
+
+// HostVethNameIf is HostVethName for the attachment's interface: eth0 (or
+// none given) keeps HostVethName's name, so operators still find a pod's
+// veth from its name; any other interface of the pod (net1, a second
+// network as with Multus) hashes "<namespace>.<pod>.<ifname>" (or
+// "<containerID>.<ifname>"), so two attachments of one pod never share a
+// host veth and one's ADD or DEL cannot remove the other's.
+func HostVethNameIf(podNamespace, podName, containerID, ifName string) string {
+	if ifName == "" || ifName == "eth0" {
+		return HostVethName(podNamespace, podName, containerID)
+	}
+	key := containerID
+	if podNamespace != "" && podName != "" {
+		key = podNamespace + "." + podName
+	}
+	sum := sha1.Sum([]byte(key + "." + ifName))
+	return VethPrefix + hex.EncodeToString(sum[:])[:12]
+}

@@ -25,3 +25,16 @@ func TestHostVethName(t *testing.T) {
 		t.Errorf("distinct container IDs gave one name %s", a)
 	}
 }
+
+func TestHostVethNameIf(t *testing.T) {
+	if got := HostVethNameIf("default", "web", "x", "eth0"); got != "bri68caf03a5f4a" {
+		t.Errorf("eth0 must keep the pinned name, got %s", got)
+	}
+	a, b := HostVethNameIf("default", "web", "x", "eth0"), HostVethNameIf("default", "web", "x", "net1")
+	if a == b || len(b) != 15 || b[:3] != "bri" {
+		t.Errorf("eth0 %s and net1 %s of one pod", a, b)
+	}
+	if HostVethNameIf("", "", "c1", "net1") == HostVethNameIf("", "", "c1", "net2") {
+		t.Error("two interfaces of one container share a name")
+	}
+}

@@ -79,10 +79,12 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid ipam config", err.Error())
 	}
+	p.openLog(n, args)
 	node, from, err := n.IPAM.NodeName(p.Env)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "no node name", err.Error())
 	}
+	p.Log.Debug("ipam call", "node", node, "nodeFrom", from, "etcd", n.IPAM.Etcd.Endpoints, "timeout", n.IPAM.Timeout)
 	if strings.Contains(from, "missing") {
 		p.Log.Warn("node name not from brindled's nodename file; blocks are claimed for this name", "node", node, "from", from)
 	}
@@ -132,6 +134,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		attrs[AttrNamespace], attrs[AttrPod] = ns, pod
 	}
 	handle := HandleID(args.ContainerID, args.IfName)
+	p.Log.Debug("ipam add", "handle", handle, "ipv4", c.n.IPAM.AssignIPv4, "ipv6", c.n.IPAM.AssignIPv6, "requested", ips)
 	if c.notes != nil && safeName(handle) {
 		if err := c.notes.Put(handle); err != nil {
 			return fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, err)
@@ -147,7 +150,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		IPv6Pools: c.n.IPAM.IPv6Pools,
 		IPs:       ips,
 		Endpoint: &Endpoint{Namespace: ns, Pod: pod, ContainerID: args.ContainerID,
-			IfName: args.IfName, HostVeth: conf.HostVethName(ns, pod, args.ContainerID)},
+			IfName: args.IfName, HostVeth: conf.HostVethNameIf(ns, pod, args.ContainerID, args.IfName)},
 	})
 	if err != nil {
 		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
@@ -293,6 +296,30 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		return types.NewError(ErrCodePluginNotAvailable, "brindle-ipam cannot assign addresses", err.Error())
 	}
 	return nil
+}
+
+// openLog sends the plugin's log to the network config's logFile at its
+// logLevel (the brindle plugin's, which delegates its whole config), as
+// JSON lines naming this plugin; without a logFile it stays on stderr.
+func (p *Plugin) openLog(n *conf.IPAMNetConf, args *skel.CmdArgs) {
+	if n.LogFile == "" && n.LogLevel == "" {
+		return
+	}
+	lc := conf.NetConf{LogLevel: n.LogLevel}
+	level, err := lc.SlogLevel()
+	if err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if n.LogFile != "" {
+		if err := os.MkdirAll(filepath.Dir(n.LogFile), 0o755); err == nil {
+			if f, err := os.OpenFile(n.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+				h = slog.NewJSONHandler(f, opts) // closed when the process exits
+			}
+		}
+	}
+	p.Log = slog.New(h).With("plugin", "brindle-ipam", "network", n.Name, "containerID", args.ContainerID, "ifname", args.IfName)
 }
 
 func dirExists(d string) bool {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
@@ -35,7 +37,7 @@ func TestBrindleWithBrindleIPAM(t *testing.T) {
 	dir := t.TempDir()
 	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
 	b, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "k8s-pod-network", "plugins": []any{
-		map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"),
+		map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "logLevel": "debug",
 			"ipam": map[string]any{"type": "brindle-ipam", "etcd_endpoints": s.Endpoint, "nodename": "node-1"}}}})
 	list, err := libcni.NetworkConfFromBytes(b)
 	if err != nil {
@@ -100,5 +102,10 @@ func TestBrindleWithBrindleIPAM(t *testing.T) {
 	}
 	if k := keys(t, s.Client, handlesPrefix); len(k) != 0 {
 		t.Fatalf("handles left after DEL: %v", k)
+	}
+	// Both plugins log to the network config's logFile at its level.
+	logb, _ := os.ReadFile(filepath.Join(dir, "cni.log"))
+	if !strings.Contains(string(logb), `"plugin":"brindle-ipam"`) || !strings.Contains(string(logb), `"level":"DEBUG","msg":"ipam add"`) {
+		t.Errorf("no debug line of brindle-ipam in the network's log:\n%s", logb)
 	}
 }

@@ -132,8 +132,14 @@ func checkPodSide(nl *netlink.Handle, ifname string, want expectation) (netlink.
 		}
 	}
 	v4, v6 := families(want.addrs)
+	// The pod's first interface routes in the main table; another one
+	// (net1 next to eth0) in a table of its own, with a rule per address.
+	table := unix.RT_TABLE_MAIN
+	if sec := SecondaryTable(l.Attrs().Index); hasRules(nl, sec, want.addrs) {
+		table = sec
+	}
 	if v4 {
-		routes, err := nl.RouteList(l, netlink.FAMILY_V4)
+		routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index, Table: table}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("list routes: %w", err)
 		}
@@ -147,7 +153,7 @@ func checkPodSide(nl *netlink.Handle, ifname string, want expectation) (netlink.
 		}
 	}
 	if v6 {
-		routes, err := nl.RouteList(l, netlink.FAMILY_V6)
+		routes, err := nl.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: l.Attrs().Index, Table: table}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, fmt.Errorf("list routes: %w", err)
 		}
@@ -230,4 +236,25 @@ func hasRoute(routes []netlink.Route, match func(netlink.Route) bool) bool {
 
 func isDefaultVia(r netlink.Route, gw netip.Addr) bool {
 	return (r.Dst == nil || isDefault(r.Dst)) && r.Gw != nil && r.Gw.Equal(net.IP(gw.AsSlice()))
+}
+
+// hasRules reports whether every address has its rule to table.
+func hasRules(nl *netlink.Handle, table int, addrs []netip.Addr) bool {
+	rules, err := nl.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		found := false
+		for _, r := range rules {
+			if r.Table == table && r.Src != nil && r.Src.IP.Equal(net.IP(a.AsSlice())) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return len(addrs) > 0
 }

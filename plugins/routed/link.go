@@ -31,8 +31,11 @@ func (c *call) mtu() (int, error) {
 	if c.conf.MTU != 0 {
 		return c.conf.MTU, nil
 	}
-	if m, ok := readMTUFile(c.conf.MTUFile); ok {
+	if m, why := readMTUFile(c.conf.MTUFile); why == "" {
+		c.log.Debug("mtu from brindled's file", "mtu", m, "file", c.conf.MTUFile)
 		return m, nil
+	} else if why != "missing" {
+		c.log.Warn("ignoring brindled's MTU file; using the default-route interface's MTU", "file", c.conf.MTUFile, "why", why)
 	}
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
@@ -52,21 +55,29 @@ func (c *call) mtu() (int, error) {
 	return 1500, nil
 }
 
-// readMTUFile reads brindled's MTU file; a missing or bad file is ignored
-// (the plugin then falls back to the default-route interface's MTU).
-func readMTUFile(path string) (int, bool) {
+// readMTUFile reads brindled's MTU file. It returns why the file cannot be
+// used ("missing", or what is wrong with it), or "" with the MTU; a file
+// that cannot be used is ignored (the plugin then falls back to the
+// default-route interface's MTU) and, unless missing, logged.
+func readMTUFile(path string) (int, string) {
 	if path == "" {
-		return 0, false
+		return 0, "missing"
 	}
 	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return 0, "missing"
+	}
 	if err != nil {
-		return 0, false
+		return 0, err.Error()
 	}
 	m, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || m < conf.MinMTU || m > conf.MaxMTU {
-		return 0, false
+	if err != nil {
+		return 0, fmt.Sprintf("%q is not a number", strings.TrimSpace(string(b)))
 	}
-	return m, true
+	if m < conf.MinMTU || m > conf.MaxMTU {
+		return 0, fmt.Sprintf("%d is out of range (%d-%d)", m, conf.MinMTU, conf.MaxMTU)
+	}
+	return m, ""
 }
 
 func isDefault(n *net.IPNet) bool {
@@ -191,19 +202,81 @@ func configurePodSide(podNS ns.NetNS, nl *netlink.Handle, pod netlink.Link, addr
 		return fmt.Errorf("set up: %w", err)
 	}
 	idx := pod.Attrs().Index
-	if v4 {
-		gw := prefixIPNet(netip.PrefixFrom(GatewayV4, 32))
-		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
-			return fmt.Errorf("add route %s scope link: %w", gw, err)
+	for _, fam := range []struct {
+		on     bool
+		family int
+		gw     netip.Addr
+	}{{v4, netlink.FAMILY_V4, GatewayV4}, {v6, netlink.FAMILY_V6, GatewayV6}} {
+		if !fam.on {
+			continue
 		}
-		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Gw: net.IP(GatewayV4.AsSlice())}); err != nil {
-			return fmt.Errorf("add default route via %s: %w", GatewayV4, err)
+		// A second interface of the pod (net1 next to eth0) keeps the
+		// first one's default route: its own routes go to a table of its
+		// own, used for traffic from its addresses.
+		table := unix.RT_TABLE_MAIN
+		if hasDefaultRoute(nl, fam.family) {
+			table = SecondaryTable(idx)
+		}
+		if err := podRoutes(nl, idx, table, fam.gw); err != nil {
+			return err
+		}
+		if table == unix.RT_TABLE_MAIN {
+			continue
+		}
+		for _, a := range addrs {
+			if a.Is6() != (fam.family == netlink.FAMILY_V6) {
+				continue
+			}
+			rule := netlink.NewRule()
+			rule.Family, rule.Table, rule.Priority = fam.family, table, SecondaryRulePriority
+			rule.Src = prefixIPNet(netip.PrefixFrom(a, a.BitLen()))
+			if err := nl.RuleAdd(rule); err != nil {
+				return fmt.Errorf("add rule from %s lookup %d: %w", a, table, err)
+			}
 		}
 	}
-	if v6 {
-		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix("::/0")), Gw: net.IP(GatewayV6.AsSlice())}); err != nil {
-			return fmt.Errorf("add default route via %s: %w", GatewayV6, err)
+	return nil
+}
+
+// SecondaryRulePriority is the priority of the rules that send traffic
+// from a pod's second interface's addresses to that interface's table.
+const SecondaryRulePriority = 1000
+
+// SecondaryTable is the routing table, in the pod's namespace, of a pod
+// interface that is not the pod's first (its index there, offset past the
+// kernel's reserved tables).
+func SecondaryTable(podIfIndex int) int { return 1000 + podIfIndex }
+
+// hasDefaultRoute reports whether the pod's main table already routes the
+// family by default (another interface of the pod holds it).
+func hasDefaultRoute(nl *netlink.Handle, family int) bool {
+	rs, err := nl.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return false
+	}
+	for _, r := range rs {
+		if r.Dst == nil || isDefault(r.Dst) {
+			return true
 		}
+	}
+	return false
+}
+
+// podRoutes routes everything through the link-local gateway gw in table:
+// for IPv4 the gateway itself scope link first, then the default route.
+func podRoutes(nl *netlink.Handle, idx, table int, gw netip.Addr) error {
+	if gw.Is4() {
+		dst := prefixIPNet(netip.PrefixFrom(gw, 32))
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: dst, Scope: netlink.SCOPE_LINK, Table: table}); err != nil {
+			return fmt.Errorf("add route %s scope link: %w", dst, err)
+		}
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Gw: net.IP(gw.AsSlice()), Table: table}); err != nil {
+			return fmt.Errorf("add default route via %s: %w", gw, err)
+		}
+		return nil
+	}
+	if err := nl.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: prefixIPNet(netip.MustParsePrefix("::/0")), Gw: net.IP(gw.AsSlice()), Table: table}); err != nil {
+		return fmt.Errorf("add default route via %s: %w", gw, err)
 	}
 	return nil
 }
@@ -255,6 +328,7 @@ func (c *call) removeHostVeth(onlyOurs bool) (bool, error) {
 	case !onlyOurs:
 		c.log.Warn("removing host veth left by an earlier attachment", "veth", c.veth, "alias", l.Attrs().Alias)
 	}
+	addrs := linkAddrs(l)
 	if err := netlink.LinkDel(l); err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
@@ -262,6 +336,8 @@ func (c *call) removeHostVeth(onlyOurs bool) (bool, error) {
 		}
 		return false, err
 	}
+	c.removed = append(c.removed, addrs...)
+	c.log.Debug("host veth removed", "veth", c.veth, "addresses", addrs)
 	return true, nil
 }
 
@@ -295,8 +371,15 @@ func (c *call) removePodVeth() error {
 	if _, ok := l.(*netlink.Veth); !ok {
 		return nil
 	}
+	addrs, _ := h.AddrList(l, netlink.FAMILY_ALL)
 	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return err
 	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && !ip.IsLinkLocalUnicast() {
+			c.removed = append(c.removed, ip.Unmap())
+		}
+	}
+	c.log.Debug("pod veth removed through the pod's namespace", "ifname", c.args.IfName, "netns", c.args.Netns)
 	return nil
 }

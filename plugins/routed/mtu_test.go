@@ -19,18 +19,19 @@ func TestReadMTUFile(t *testing.T) {
 		name string
 		path string
 		want int
-		ok   bool
+		why  string
 	}{
-		{"written by brindled", write("vxlan", "1450\n"), 1450, true},
-		{"no newline", write("plain", "1480"), 1480, true},
-		{"missing", filepath.Join(dir, "nope"), 0, false},
-		{"not a number", write("junk", "mtu?\n"), 0, false},
-		{"out of range", write("small", "20\n"), 0, false},
-		{"unset", "", 0, false},
+		{"written by brindled", write("vxlan", "1450\n"), 1450, ""},
+		{"no newline", write("plain", "1480"), 1480, ""},
+		{"missing", filepath.Join(dir, "nope"), 0, "missing"},
+		{"not a number", write("junk", "mtu?\n"), 0, `"mtu?" is not a number`},
+		{"out of range", write("small", "20\n"), 0, "20 is out of range (68-65535)"},
+		{"loopback's", write("lo", "65536\n"), 0, "65536 is out of range (68-65535)"},
+		{"unset", "", 0, "missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, ok := readMTUFile(tc.path); got != tc.want || ok != tc.ok {
-				t.Errorf("readMTUFile = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			if got, why := readMTUFile(tc.path); got != tc.want || why != tc.why {
+				t.Errorf("readMTUFile = %d, %q; want %d, %q", got, why, tc.want, tc.why)
 			}
 		})
 	}

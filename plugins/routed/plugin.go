@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
@@ -36,6 +37,9 @@ type call struct {
 	pod    podArgs
 	veth   string // host veth name
 	closer func()
+	// removed are the pod addresses of the veths this call removed, whose
+	// conntrack entries go too.
+	removed []netip.Addr
 }
 
 func newCall(args *skel.CmdArgs, cmd string) (*call, error) {
@@ -49,9 +53,10 @@ func newCall(args *skel.CmdArgs, cmd string) (*call, error) {
 	if pod.Name != "" {
 		log = log.With("pod", pod.Namespace+"/"+pod.Name)
 	}
+	log.Debug("call", "netns", args.Netns, "ipam", c.IPAM.Type, "cniVersion", c.CNIVersion, "args", args.Args)
 	return &call{
 		args: args, conf: c, log: log, pod: pod, closer: closer,
-		veth: conf.HostVethName(pod.Namespace, pod.Name, args.ContainerID),
+		veth: conf.HostVethNameIf(pod.Namespace, pod.Name, args.ContainerID, args.IfName),
 	}, nil
 }
 
@@ -121,6 +126,10 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q", c.conf.IPAM.Type), err)
 	}
+	c.log.Debug("ipam result", "ipam", c.conf.IPAM.Type, "addresses", addrs)
+	// An address handed out again must not inherit flows of the pod that
+	// had it (its DEL may never have run: a crash, a kill -9).
+	c.flushConntrack(addrs)
 
 	// A host veth of this name left by an earlier sandbox of the same pod
 	// (or an ADD that was retried) is in the way; it belongs to no live
@@ -132,15 +141,21 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return cniErr(ErrVeth, fmt.Sprintf("create veth %s (host) / %s (pod)", c.veth, args.IfName), err)
 	}
+	c.log.Debug("veth created", "veth", c.veth, "podIf", args.IfName, "mtu", mtu, "alias", c.attachment().alias())
 	if err := configureHostSide(host, addrs); err != nil {
 		return cniErr(ErrHostSide, fmt.Sprintf("configure host veth %s", c.veth), err)
+	}
+	if v4, v6 := families(addrs); c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("host side configured", "veth", c.veth, "sysctls", hostSysctls(c.veth, v4, v6))
 	}
 	if err := configurePodSide(netns, podNL, pod, addrs); err != nil {
 		return cniErr(ErrPodSide, fmt.Sprintf("configure %s in %s", args.IfName, args.Netns), err)
 	}
+	c.log.Debug("pod side configured", "ifname", args.IfName, "addresses", addrs)
 	if err := addHostRoutes(host, addrs); err != nil {
 		return cniErr(ErrHostSide, fmt.Sprintf("add host routes via %s", c.veth), err)
 	}
+	c.log.Debug("host routes added", "veth", c.veth, "addresses", addrs)
 
 	res := buildResult(ipamRes, c.conf, host, pod, args.Netns, addrs)
 	c.log.Info("pod attached", "veth", c.veth, "addresses", addrs, "mtu", mtu)
@@ -243,9 +258,14 @@ func CmdDel(args *skel.CmdArgs) error {
 	if err := c.removeAttachment(); err != nil {
 		errs = append(errs, cniErr(ErrVeth, fmt.Sprintf("remove host veth %s", c.veth), err))
 	}
+	// The addresses are free from now on: none of their flows may outlive
+	// the pod. The veth's routes named them; prevResult (cached by the
+	// runtime) covers a veth that was already gone.
+	c.flushConntrack(append(c.removed, prevAddrs(c.conf)...))
 	if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
 		errs = append(errs, ipamErr(c.conf.IPAM.Type, "DEL", err))
 	}
+	c.log.Debug("ipam released", "ipam", c.conf.IPAM.Type, "ok", len(errs) == 0)
 	if len(errs) > 0 {
 		c.log.Error("DEL failed", "err", errors.Join(errs...))
 		return errs[0]
@@ -293,4 +313,39 @@ func openNetNS(path string) (ns.NetNS, error) {
 		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: not a network namespace", path), err.Error())
 	}
 	return n, nil
+}
+
+// flushConntrack drops the host's conntrack entries of addrs. A failure is
+// logged, never fatal: stale flows time out on their own.
+func (c *call) flushConntrack(addrs []netip.Addr) {
+	if len(addrs) == 0 {
+		return
+	}
+	n, err := flushConntrack(addrs)
+	if err != nil {
+		c.log.Debug("conntrack flush", "addresses", addrs, "err", err)
+		return
+	}
+	c.log.Debug("conntrack flushed", "addresses", addrs, "entries", n)
+}
+
+// prevAddrs are the addresses of the config's prevResult, if any.
+func prevAddrs(n *conf.NetConf) []netip.Addr {
+	if n.RawPrevResult == nil {
+		return nil
+	}
+	if err := version.ParsePrevResult(&n.NetConf); err != nil || n.PrevResult == nil {
+		return nil
+	}
+	prev, err := current.NewResultFromResult(n.PrevResult)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ipc := range prev.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
 }
