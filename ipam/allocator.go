@@ -43,6 +43,9 @@ type Allocator struct {
 	Log *slog.Logger
 	// Hints, when set, remembers each node's blocks between calls.
 	Hints BlockHints
+	// Local, when set, combines the concurrent calls of one node into
+	// shared transactions and keeps what they read between calls.
+	Local *NodeLocal
 }
 
 // New returns an Allocator on s with default settings.
@@ -166,79 +169,57 @@ func (a *Allocator) retry(ctx context.Context, what string, attempt func() (bool
 // Assign gives the handle its addresses, or returns those it already holds
 // (so a repeated ADD gets the same answer). Everything it writes — blocks,
 // claims, the handle and the endpoint — is one transaction: it happens
-// completely or not at all.
+// completely or not at all. With Local set, concurrent calls on one node
+// are combined into shared transactions (see NodeLocal).
 func (a *Allocator) Assign(ctx context.Context, req AssignRequest) ([]HandleAddr, error) {
+	p, err := newAssign(req)
+	if err != nil {
+		return nil, err
+	}
+	if a.Local != nil {
+		return a.Local.run(ctx, a, p)
+	}
+	if err := a.runBatch(ctx, req.Node, []*pending{p}, newReadCache(a.Store)); err != nil {
+		return nil, err
+	}
+	return p.out, p.err
+}
+
+// newAssign checks a request and splits its requested addresses by family.
+func newAssign(req AssignRequest) (*pending, error) {
 	if err := checkName("handle", req.Handle); err != nil {
 		return nil, unperm(err)
 	}
 	if err := checkName("node", req.Node); err != nil {
 		return nil, unperm(err)
 	}
-	want4, want6 := req.IPv4, req.IPv6
-	var ip4, ip6 []netip.Addr
+	p := &pending{req: request{Assign: &req}}
 	for _, ip := range req.IPs {
 		if ip.Is4() || ip.Is4In6() {
-			ip4 = append(ip4, ip.Unmap())
+			p.ip4 = append(p.ip4, ip.Unmap())
 		} else {
-			ip6 = append(ip6, ip)
+			p.ip6 = append(p.ip6, ip)
 		}
 	}
-	if len(ip4) > 1 || len(ip6) > 1 {
+	if len(p.ip4) > 1 || len(p.ip6) > 1 {
 		return nil, fmt.Errorf("ips %v: at most one address per family", req.IPs)
 	}
-	var out []HandleAddr
-	rc := newReadCache(a.Store)
-	var hint []netip.Prefix
-	if a.Hints != nil {
-		hint = a.Hints.Load(req.Node)
-	}
-	var last *txn
-	err := a.retry(ctx, "assign "+req.Handle, func() (bool, error) {
-		done, t, err := a.assignOnce(ctx, rc, req, ip4, ip6, want4, want6, hint, &out)
-		last = t
-		var p permanent
-		if errors.As(err, &p) && !rc.linearizable {
-			// The reads were serializable and may be stale (a member
-			// catching up after a restart may not have the pools yet):
-			// confirm a refusal against the current state before giving it.
-			rc.reset()
-			rc.linearizable = true
-			return false, errRetryNow
-		}
-		return done, err
-	})
-	if err == nil && a.Hints != nil && last != nil {
-		if blocks := sortedPrefixes(last.affs); !slices.Equal(blocks, hint) {
-			a.Hints.Save(req.Node, blocks)
-		}
-	}
-	return out, err
+	return p, nil
 }
 
-// assignOnce is one attempt of Assign.
-func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignRequest, ip4, ip6 []netip.Addr, want4, want6 bool, hint []netip.Prefix, out *[]HandleAddr) (bool, *txn, error) {
-	t, err := a.begin(ctx, rc, req.Node, req.Handle, hint)
-	if err != nil {
-		rc.reset()
-		return false, nil, err
-	}
-	if t.handle != nil {
-		if !rc.linearizable {
-			// Returning a handle's addresses writes nothing, so no guard
-			// would catch a stale read: a member that has not applied the
-			// DEL of this handle would hand back freed addresses. Confirm
-			// against the current state (a repeated ADD is rare).
-			rc.reset()
-			rc.linearizable = true
-			return false, t, errRetryNow
-		}
-		for _, ip := range append(ip4, ip6...) {
-			if !slices.ContainsFunc(t.handle.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
-				return false, t, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(t.handle.Addrs), ip)
+// assignReq plans one request's addresses on t: the handle's own when it
+// exists, else a requested or automatic address per family. It returns the
+// handle and endpoint writes; block and claim writes are in t.
+func (t *txn) assignReq(p *pending) ([]HandleAddr, []Op, error) {
+	req := p.req.Assign
+	if hr := t.handles[req.Handle]; hr != nil {
+		for _, ip := range append(slices.Clone(p.ip4), p.ip6...) {
+			if !slices.ContainsFunc(hr.h.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
+				return nil, nil, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(hr.h.Addrs), ip)
 			}
 		}
-		*out = t.handle.Addrs
-		return true, t, nil
+		p.fromHandle = true
+		return hr.h.Addrs, nil, nil
 	}
 	var got []HandleAddr
 	for _, fam := range []struct {
@@ -246,8 +227,9 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 		want  bool
 		ips   []netip.Addr
 		pools []string
-	}{{false, want4, ip4, req.IPv4Pools}, {true, want6, ip6, req.IPv6Pools}} {
+	}{{false, req.IPv4, p.ip4, req.IPv4Pools}, {true, req.IPv6, p.ip6, req.IPv6Pools}} {
 		var ha HandleAddr
+		var err error
 		switch {
 		case len(fam.ips) > 0:
 			ha, err = t.assignIP(fam.ips[0], fam.pools, req.Handle, req.Attrs)
@@ -261,15 +243,15 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 			continue
 		}
 		if err != nil {
-			return false, t, err
+			return nil, nil, err
 		}
 		got = append(got, ha)
 	}
 	if len(got) == 0 {
-		return false, t, perm("handle %q: nothing to assign (no family enabled and no ip requested)", req.Handle)
+		return nil, nil, perm("handle %q: nothing to assign (no family enabled and no ip requested)", req.Handle)
 	}
 	h := Handle{V: SchemaVersion, ID: req.Handle, Node: req.Node, Addrs: got, Attrs: req.Attrs}
-	ops := append(t.ops(), Op{Key: handleKey(req.Handle), Value: mustJSON(h), Rev: MustNotExist})
+	ops := []Op{{Key: handleKey(req.Handle), Value: mustJSON(h), Rev: MustNotExist}}
 	if req.Endpoint != nil {
 		ep := *req.Endpoint
 		ep.V, ep.Node = SchemaVersion, req.Node
@@ -278,11 +260,7 @@ func (a *Allocator) assignOnce(ctx context.Context, rc *readCache, req AssignReq
 		}
 		ops = append(ops, Op{Key: endpointKey(req.Node, req.Handle), Value: mustJSON(ep), Rev: AnyRev})
 	}
-	ok, err := a.commit(ctx, rc, ops)
-	if ok {
-		*out = got
-	}
-	return ok, t, err
+	return got, ops, nil
 }
 
 // errRetryNow reports a conflict whose attempt already has fresh values to
@@ -291,17 +269,25 @@ var errRetryNow = errors.New("conflict; retry from fresh values")
 
 // commit commits ops. On a conflict it refreshes rc with the current values
 // of the guarded keys when the store returns them, and otherwise empties
-// rc so the next attempt reads afresh.
+// rc so the next attempt reads afresh. After a commit it brings rc up to
+// date with what was written, when the store says at which revision.
 func (a *Allocator) commit(ctx context.Context, rc *readCache, ops []Op) (bool, error) {
-	cg, ok := a.Store.(store.CommitGetter)
-	if !ok {
-		ok, err := a.Store.Commit(ctx, ops...)
-		if !ok {
+	var ok bool
+	var rev int64
+	var cur []KV
+	var err error
+	switch s := a.Store.(type) {
+	case store.RevCommitter:
+		ok, rev, cur, err = s.CommitRev(ctx, ops...)
+	case store.CommitGetter:
+		ok, cur, err = s.CommitOrGet(ctx, ops...)
+	default:
+		ok, err = a.Store.Commit(ctx, ops...)
+		if err == nil && !ok {
 			rc.reset()
+			return false, nil
 		}
-		return ok, err
 	}
-	ok, cur, err := cg.CommitOrGet(ctx, ops...)
 	switch {
 	case err != nil:
 		rc.reset()
@@ -310,6 +296,7 @@ func (a *Allocator) commit(ctx context.Context, rc *readCache, ops []Op) (bool, 
 		rc.refresh(ops, cur)
 		return false, errRetryNow
 	}
+	rc.wrote(ops, rev)
 	return true, nil
 }
 

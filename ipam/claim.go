@@ -26,9 +26,10 @@ func (t *txn) claim(pools []conf.IPPool) (netip.Prefix, bool, error) {
 	for _, p := range pools {
 		pfx := p.Prefix()
 		total := blockCount(pfx, p.Spec.BlockSize)
-		// Only existing blocks can be in the way, so one more candidate
-		// than there are blocks is always enough.
-		tries := uint64(len(existing) + 1)
+		// Only existing blocks (and those this attempt has claimed or
+		// read) can be in the way, so one more candidate than there are
+		// of them is always enough.
+		tries := uint64(len(existing) + len(t.blocks) + 1)
 		if tries > total {
 			tries = total
 		}

@@ -100,6 +100,8 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 	if dir := filepath.Dir(n.IPAM.NodenameFile); dirExists(dir) {
 		a.Hints = FileHints{Dir: dir}
 		notes = &HandleNotes{Dir: filepath.Join(dir, "ipam-handles")}
+		// Concurrent calls on this node share transactions (nodelocal.go).
+		a.Local = &NodeLocal{Dir: NodeLocalDir(dir, node, n.IPAM.Etcd.Endpoints), Node: node}
 	}
 	// One deadline bounds the whole call, retries included, so an
 	// unreachable etcd fails the call instead of hanging the runtime.
@@ -216,7 +218,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	// Runtimes do not all call GC, so a DEL also releases this node's
 	// blocks that have stayed empty past the grace period. It is one read
 	// when there are none, and DEL is dominated by deleting the veth anyway;
-	// a failure here never fails the DEL.
+	// a failure here never fails the DEL. The node-local state, when there
+	// is one, says whether any block is due, and spares the read if none is.
+	if c.alloc.Local != nil && !c.alloc.Local.EmptyBlocksDue(c.alloc.Now(), c.alloc.EmptyBlockGrace) {
+		return nil
+	}
 	if blocks, err := c.alloc.ReleaseEmptyBlocks(c.ctx, c.node); err != nil {
 		p.Log.Warn("release empty blocks", "node", c.node, "err", err)
 	} else if len(blocks) > 0 {
@@ -330,7 +336,7 @@ func dirExists(d string) bool {
 // cniError gives unreachable etcd the "try again later" code, so the
 // runtime retries instead of giving up on the pod.
 func cniError(err error) error {
-	if errors.Is(err, ErrUnreachable) {
+	if errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNodeBusy) {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
 	return err

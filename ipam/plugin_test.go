@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +19,17 @@ import (
 	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
 )
 
+// ipamList is a network config for brindle-ipam alone. Its node name file
+// is in a directory that does not exist, so nothing is written to
+// /var/lib/brindle and no node-local state (hints, notes, the queue) is
+// used; TestNodeLocalKill9 runs the plugin with them.
 func ipamList(t *testing.T, endpoint, extra string) *libcni.NetworkConfigList {
 	t.Helper()
 	list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{
 		"cniVersion": "1.1.0", "name": "brindle-test",
 		"plugins": [{"type": "brindle-ipam", "capabilities": {"ips": true},
-			"ipam": {"etcd_endpoints": %q, "nodename": "node-1"%s}}]}`, endpoint, extra)))
+			"ipam": {"etcd_endpoints": %q, "nodename": "node-1", "nodename_file": %q%s}}]}`,
+		endpoint, filepath.Join(t.TempDir(), "absent", "nodename"), extra)))
 	if err != nil {
 		t.Fatal(err)
 	}

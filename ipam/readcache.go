@@ -71,6 +71,10 @@ func (c *readCache) refresh(ops []Op, cur []KV) {
 		now[kv.Key] = kv
 	}
 	for _, op := range ops {
+		if op.Prefix {
+			c.refreshPrefix(op.Key, cur)
+			continue
+		}
 		if op.Rev == store.AnyRev {
 			continue
 		}
@@ -89,6 +93,80 @@ func (c *readCache) refresh(ops []Op, cur []KV) {
 				slices.SortFunc(kvs, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
 			}
 			c.gets[g] = kvs
+		}
+	}
+}
+
+// refreshPrefix replaces what the cache holds under prefix with cur's
+// keys under it: all of them, as a failed prefix guard returns them.
+func (c *readCache) refreshPrefix(prefix string, cur []KV) {
+	var under []KV
+	for _, kv := range cur {
+		if strings.HasPrefix(kv.Key, prefix) {
+			under = append(under, kv)
+		}
+	}
+	slices.SortFunc(under, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
+	for g := range c.gets {
+		if !strings.HasPrefix(g.Key, prefix) && !(g.Prefix && strings.HasPrefix(prefix, g.Key)) {
+			continue
+		}
+		var kvs []KV
+		if g.Prefix && strings.HasPrefix(prefix, g.Key) {
+			// A listing that holds the prefix: keep what is outside it.
+			for _, kv := range c.gets[g] {
+				if !strings.HasPrefix(kv.Key, prefix) {
+					kvs = append(kvs, kv)
+				}
+			}
+		}
+		for _, kv := range under {
+			if kv.Key == g.Key || (g.Prefix && strings.HasPrefix(kv.Key, g.Key)) {
+				if g.KeysOnly {
+					kv.Value = nil
+				}
+				kvs = append(kvs, kv)
+			}
+		}
+		slices.SortFunc(kvs, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
+		c.gets[g] = kvs
+	}
+}
+
+// wrote brings the cache up to date after a successful commit of ops at
+// revision rev: every key written now has that revision, every key deleted
+// is gone. With rev 0 (a store that does not report it) the gets covering
+// written keys are dropped instead, so they are read again when needed.
+func (c *readCache) wrote(ops []Op, rev int64) {
+	if rev == 0 {
+		for _, op := range ops {
+			for g := range c.gets {
+				if g.Key == op.Key || (g.Prefix && strings.HasPrefix(op.Key, g.Key)) {
+					delete(c.gets, g)
+				}
+			}
+		}
+		return
+	}
+	var cur []KV
+	guarded := make([]Op, 0, len(ops))
+	for _, op := range ops {
+		if op.Prefix || (op.Value == nil && !op.Delete) {
+			continue // a guard only: nothing changed
+		}
+		op.Rev = rev // any real revision: refresh skips AnyRev ops
+		guarded = append(guarded, op)
+		if !op.Delete {
+			cur = append(cur, KV{Key: op.Key, Value: op.Value, ModRevision: rev})
+		}
+	}
+	c.refresh(guarded, cur)
+	// A block created here is read by the next attempt: remember it.
+	for _, kv := range cur {
+		if g := (Get{Key: kv.Key}); strings.HasPrefix(kv.Key, blocksPrefix) {
+			if _, ok := c.gets[g]; !ok {
+				c.gets[g] = []KV{kv}
+			}
 		}
 	}
 }

@@ -18,6 +18,14 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) ([]HandleA
 		a.Log.Debug("release: handle cannot name an allocation; nothing to release", "handle", handle)
 		return nil, nil
 	}
+	if a.Local != nil {
+		return a.Local.run(ctx, a, &pending{req: request{Release: handle}})
+	}
+	return a.releaseHandle(ctx, handle)
+}
+
+// releaseHandle is ReleaseHandle on its own transaction.
+func (a *Allocator) releaseHandle(ctx context.Context, handle string) ([]HandleAddr, error) {
 	var released []HandleAddr
 	err := a.retry(ctx, "release "+handle, func() (bool, error) {
 		released = nil
@@ -56,9 +64,7 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) ([]HandleA
 // readForRelease reads the blocks holding the handle's addresses and the
 // handle's node's claims on them, in one round trip.
 func (a *Allocator) readForRelease(ctx context.Context, h Handle) (*txn, error) {
-	t := &txn{a: a, ctx: ctx, node: h.Node,
-		blocks: map[netip.Prefix]*blockRec{}, affs: map[netip.Prefix]*affRec{},
-		dirty: map[netip.Prefix]bool{}, dirtyAff: map[netip.Prefix]bool{}}
+	t := a.newTxn(ctx, nil, h.Node)
 	var gets []Get
 	for _, ha := range h.Addrs {
 		gets = append(gets, Get{Key: blockKey(ha.Block)}, Get{Key: affinityKey(h.Node, ha.Block)})

@@ -37,29 +37,39 @@ type txn struct {
 	dirtyAff  map[netip.Prefix]bool
 	blockKeys map[netip.Prefix]bool // every block in the store, read lazily
 	allBlocks bool                  // blocks holds every block in the store
-	handle    *Handle
-	handleRev int64
-	// poolRevs are the pools' revisions as read; a claim's commit is
-	// guarded by its pool's, so no block is claimed from a pool that is
-	// being deleted (DeletePool disables it first).
-	poolRevs map[string]int64
-	claimed  map[string]bool // pools this attempt claimed blocks of
-	reserved reservedSet
+	handles   map[string]*handleRec // the handles asked for that exist
+	// Revisions of what an assignment is decided from (0: absent). A
+	// claim's commit is guarded by its pool's, so no block is claimed from
+	// a pool that is being deleted (DeletePool disables it first).
+	cfgRev, nodeRev int64
+	reservedRev     int64 // the highest ModRevision among the reservations
+	poolRevs        map[string]int64
+	claimed         map[string]bool // pools this attempt claimed blocks of
+	reserved        reservedSet
 }
 
-// begin reads, in one round trip, the handle, the node's claims, the IPAM
+// handleRec is a handle as read, with its revision.
+type handleRec struct {
+	h   *Handle
+	rev int64
+}
+
+// begin reads, in one round trip, the handles, the node's claims, the IPAM
 // config, the pools, the node's labels and the blocks hinted at; then, in a
 // second round trip if the hint missed any, the rest of the node's blocks.
-func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hint []netip.Prefix) (*txn, error) {
+func (a *Allocator) begin(ctx context.Context, r reader, node string, handles []string, hint []netip.Prefix) (*txn, error) {
 	gets := []Get{
 		{Key: nodeAffinityPrefix(node), Prefix: true},
 		{Key: configKey},
 		{Key: poolsPrefix, Prefix: true},
 		{Key: nodeKey(node)},
-		{Key: handleKey(handle)},
 		{Key: reservationsPrefix, Prefix: true},
 	}
-	const hinted = 6
+	const fixed = 5
+	for _, h := range handles {
+		gets = append(gets, Get{Key: handleKey(h)})
+	}
+	hinted := len(gets)
 	for _, c := range hint {
 		gets = append(gets, Get{Key: blockKey(c)})
 	}
@@ -67,10 +77,7 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 	if err != nil {
 		return nil, err
 	}
-	t := &txn{a: a, r: r, ctx: ctx, node: node,
-		blocks: map[netip.Prefix]*blockRec{}, affs: map[netip.Prefix]*affRec{},
-		dirty: map[netip.Prefix]bool{}, dirtyAff: map[netip.Prefix]bool{},
-		poolRevs: map[string]int64{}, claimed: map[string]bool{}}
+	t := a.newTxn(ctx, r, node)
 	for _, kv := range res[0] {
 		cidr, err := parseCIDRKey(kv.Key[len(nodeAffinityPrefix(node)):])
 		if err != nil {
@@ -86,6 +93,7 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 		if err := decode(res[1][0], &t.cfg); err != nil {
 			return nil, err
 		}
+		t.cfgRev = res[1][0].ModRevision
 	}
 	for _, kv := range res[2] {
 		p, err := conf.UnmarshalPool(kv.Value)
@@ -101,16 +109,22 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 	sort.Slice(t.pools, func(i, j int) bool { return t.pools[i].Metadata.Name < t.pools[j].Metadata.Name })
 	if len(res[3]) > 0 {
 		t.labels = nodeLabels(res[3][0].Value)
+		t.nodeRev = res[3][0].ModRevision
 	}
-	if len(res[4]) > 0 {
-		var h Handle
-		if err := decode(res[4][0], &h); err != nil {
-			return nil, err
+	for i := range handles {
+		for _, kv := range res[fixed+i] {
+			var h Handle
+			if err := decode(kv, &h); err != nil {
+				return nil, err
+			}
+			t.handles[handles[i]] = &handleRec{h: &h, rev: kv.ModRevision}
 		}
-		t.handle, t.handleRev = &h, res[4][0].ModRevision
 	}
-	if t.reserved, err = decodeReservations(res[5]); err != nil {
+	if t.reserved, err = decodeReservations(res[4]); err != nil {
 		return nil, err
+	}
+	for _, kv := range res[4] {
+		t.reservedRev = max(t.reservedRev, kv.ModRevision)
 	}
 	for i, c := range hint {
 		if t.affs[c] == nil {
@@ -134,6 +148,14 @@ func (a *Allocator) begin(ctx context.Context, r reader, node, handle string, hi
 		}
 	}
 	return t, nil
+}
+
+// newTxn is an empty attempt for node.
+func (a *Allocator) newTxn(ctx context.Context, r reader, node string) *txn {
+	return &txn{a: a, r: r, ctx: ctx, node: node,
+		blocks: map[netip.Prefix]*blockRec{}, affs: map[netip.Prefix]*affRec{},
+		dirty: map[netip.Prefix]bool{}, dirtyAff: map[netip.Prefix]bool{},
+		handles: map[string]*handleRec{}, poolRevs: map[string]int64{}, claimed: map[string]bool{}}
 }
 
 func (t *txn) readBlocks(cidrs ...netip.Prefix) error {
@@ -383,6 +405,30 @@ func (t *txn) assignIP(ip netip.Addr, names []string, handle string, attrs map[s
 		return HandleAddr{}, perm("ip %s: already in use by handle %q", ip, holder)
 	}
 	return ha, nil
+}
+
+// guards are compare-only ops on what the assignments of this attempt were
+// decided from besides the keys they write: the claims of the blocks they
+// took from, the pools of those blocks, the IPAM config, the node record
+// and the reservations (none added or changed). The commit then fails (and
+// returns their current values) if any of them changed since it was read,
+// however long ago that was.
+func (t *txn) guards() []Op {
+	var ops []Op
+	pools := map[string]bool{}
+	for c := range t.dirty {
+		if ar := t.affs[c]; ar != nil && !t.dirtyAff[c] && ar.rev > 0 {
+			ops = append(ops, Op{Key: affinityKey(t.node, c), Rev: ar.rev})
+		}
+		pools[t.blocks[c].b.Pool] = true
+	}
+	for name := range pools {
+		if rev, ok := t.poolRevs[name]; ok && !t.claimed[name] { // ops() guards claimed pools
+			ops = append(ops, Op{Key: poolKey(name), Rev: rev})
+		}
+	}
+	return append(ops, Op{Key: configKey, Rev: t.cfgRev}, Op{Key: nodeKey(t.node), Rev: t.nodeRev},
+		Op{Key: reservationsPrefix, Prefix: true, Rev: t.reservedRev})
 }
 
 // ops returns the guarded writes for every block and claim this attempt changed.

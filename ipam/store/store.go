@@ -44,11 +44,17 @@ const (
 // Op is one write of a guarded commit. Rev is the ModRevision the key must
 // still have (MustNotExist, or AnyRev for none). With neither Value nor
 // Delete the op is a guard only.
+//
+// With Prefix, the op is a guard only, on every key under Key: none may
+// have been created or changed after revision Rev (the highest ModRevision
+// among the keys as read, 0 for none). It tells a commit that nothing was
+// added to a listing it was decided from; a failed one returns the listing.
 type Op struct {
 	Key    string
 	Value  []byte
 	Delete bool
 	Rev    int64
+	Prefix bool
 }
 
 // Store is all the allocator needs from a datastore.
@@ -68,6 +74,16 @@ type CommitGetter interface {
 	// CommitOrGet is Commit; when a guard fails it also returns the guarded
 	// keys that exist (a guarded key missing from the list does not exist).
 	CommitOrGet(ctx context.Context, ops ...Op) (bool, []KV, error)
+}
+
+// RevCommitter is a CommitGetter that also reports the revision a
+// successful commit created: every key it wrote now has that ModRevision.
+// A caller that keeps what it read (the node-local state of brindle-ipam)
+// can then bring its copy up to date without reading again.
+type RevCommitter interface {
+	// CommitRev is CommitOrGet, with the store's revision after a
+	// successful commit.
+	CommitRev(ctx context.Context, ops ...Op) (ok bool, rev int64, cur []KV, err error)
 }
 
 // ErrUnreachable marks errors caused by etcd not answering in time.

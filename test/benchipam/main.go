@@ -1,8 +1,12 @@
 // Command benchipam measures brindle's IPAM allocation rate against a real
 // embedded etcd (fsync on, as in production): allocations per second at
 // concurrency 1, 8 and 32, all on one node and spread over 10 nodes. Each
-// worker is one simulated CNI ADD after another; worker i allocates for node
-// i mod nodes, so 32 workers on 10 nodes contend 3 or 4 to a block.
+// worker is one simulated CNI ADD after another, with an allocator of its
+// own as each brindle-ipam process has; worker i allocates for node
+// i mod nodes, so 32 workers on 10 nodes contend 3 or 4 to a block. Each
+// scenario runs twice: with the node-local queue (as brindle-ipam runs on a
+// node with brindle's directory) and without it (every ADD its own
+// transaction, conflicts retried against etcd).
 //
 //	go run ./test/benchipam [-duration 3s] [-backend http|grpc]
 package main
@@ -15,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -32,6 +37,7 @@ import (
 )
 
 type result struct {
+	queue       bool
 	nodes, conc int
 	allocs      int
 	elapsed     time.Duration // includes untimed releases when -live is set
@@ -42,8 +48,20 @@ type result struct {
 func main() {
 	duration := flag.Duration("duration", 3*time.Second, "how long each scenario allocates")
 	backend := flag.String("backend", "http", "etcd API: http (the JSON gateway, as brindle-ipam uses it) or grpc (clientv3)")
+	only := flag.String("only", "", "run only the scenarios matching this: \"1x32\" is one node, 32 workers")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	live := flag.Int("live", 0, "if > 0, keep about this many addresses per node: each worker releases its oldest as it allocates, as pods come and go; 0 only allocates")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchipam:", err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	onlyScenario = *only
 	if err := run(*duration, *backend, *live); err != nil {
 		fmt.Fprintln(os.Stderr, "benchipam:", err)
 		os.Exit(1)
@@ -81,13 +99,6 @@ func run(d time.Duration, backend string, live int) error {
 		return fmt.Errorf("-backend %q: want http or grpc", backend)
 	}
 	a := ipam.New(st)
-	// Block hints as brindle-ipam keeps them on a node (there, next to the
-	// nodename file).
-	hints := filepath.Join(dir, "hints")
-	if err := os.Mkdir(hints, 0o755); err != nil {
-		return err
-	}
-	a.Hints = ipam.FileHints{Dir: hints}
 	a.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 	if _, err := a.ApplyPool(ctx, conf.IPPool{Metadata: conf.ObjectMeta{Name: "bench"}, Spec: conf.IPPoolSpec{CIDR: "10.0.0.0/8"}}); err != nil {
@@ -95,21 +106,34 @@ func run(d time.Duration, backend string, live int) error {
 	}
 	fmt.Printf("brindle IPAM allocation rate: embedded etcd %s (fsync on), %s API, %v per scenario, pool 10.0.0.0/8, blockSize 26%s\n\n", m.Endpoint, backend, d, liveNote(live))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\tconcurrency\tallocations\talloc/s\tp50 ms\tp99 ms\terrors\t")
+	fmt.Fprintln(tw, "node-local queue\tnodes\tconcurrency\tallocations\talloc/s\tp50 ms\tp99 ms\terrors\t")
 	for _, nodes := range []int{1, 10} {
 		for _, conc := range []int{1, 8, 32} {
-			// Each scenario starts from an empty IPAM state, pools kept.
-			if _, err := cli.Delete(ctx, ipam.Prefix+"ipam/", clientv3.WithPrefix()); err != nil {
-				return err
+			for _, queue := range []bool{true, false} {
+				if onlyScenario != "" && onlyScenario != fmt.Sprintf("%dx%d", nodes, conc) {
+					continue
+				}
+				// Each scenario starts from an empty IPAM state, pools kept,
+				// and with a fresh node directory (hints, queue, state).
+				if _, err := cli.Delete(ctx, ipam.Prefix+"ipam/", clientv3.WithPrefix()); err != nil {
+					return err
+				}
+				nodeDir, err := os.MkdirTemp(dir, "nodes-")
+				if err != nil {
+					return err
+				}
+				r := scenario(st, nodeDir, queue, nodes, conc, d, live)
+				onOff := map[bool]string{true: "on", false: "off"}[queue]
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t\n", onOff, r.nodes, r.conc, r.allocs,
+					float64(r.allocs)/r.elapsed.Seconds(), ms(pct(r.lat, 50)), ms(pct(r.lat, 99)), r.errs)
+				fmt.Fprintf(os.Stderr, "done: queue %s, %d nodes, concurrency %d\n", onOff, nodes, conc)
 			}
-			r := scenario(a, nodes, conc, d, live)
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t\n", r.nodes, r.conc, r.allocs,
-				float64(r.allocs)/r.elapsed.Seconds(), ms(pct(r.lat, 50)), ms(pct(r.lat, 99)), r.errs)
-			fmt.Fprintf(os.Stderr, "done: %d nodes, concurrency %d\n", nodes, conc)
 		}
 	}
 	return tw.Flush()
 }
+
+var onlyScenario string
 
 func liveNote(live int) string {
 	if live == 0 {
@@ -118,8 +142,23 @@ func liveNote(live int) string {
 	return fmt.Sprintf(",\nabout %d live addresses per node: each allocation is followed by a release (alloc/s is per wall second, releases included; latencies are of allocations)", live)
 }
 
+// newAllocator is one worker's allocator, set up as brindle-ipam sets it up
+// on a node whose directory (nodeDir/<node>) exists: block hints, and the
+// node-local queue when queue is set.
+func newAllocator(st ipam.Store, nodeDir, node string, queue bool) *ipam.Allocator {
+	a := ipam.New(st)
+	a.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := filepath.Join(nodeDir, node)
+	_ = os.MkdirAll(dir, 0o755)
+	a.Hints = ipam.FileHints{Dir: dir}
+	if queue {
+		a.Local = &ipam.NodeLocal{Dir: ipam.NodeLocalDir(dir, node, []string{"bench"}), Node: node}
+	}
+	return a
+}
+
 // scenario runs conc workers for d; worker i allocates for node i mod nodes.
-func scenario(a *ipam.Allocator, nodes, conc int, d time.Duration, live int) result {
+func scenario(st ipam.Store, nodeDir string, queue bool, nodes, conc int, d time.Duration, live int) result {
 	var n, errs atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -131,6 +170,7 @@ func scenario(a *ipam.Allocator, nodes, conc int, d time.Duration, live int) res
 		go func() {
 			defer wg.Done()
 			node := fmt.Sprintf("node-%02d", w%nodes)
+			a := newAllocator(st, nodeDir, node, queue)
 			workersOnNode := (conc + nodes - 1 - w%nodes) / nodes
 			keep := 0
 			if live > 0 {
@@ -166,7 +206,7 @@ func scenario(a *ipam.Allocator, nodes, conc int, d time.Duration, live int) res
 		}()
 	}
 	wg.Wait()
-	return result{nodes: nodes, conc: conc, allocs: int(n.Load()), elapsed: time.Since(start), lat: lat, errs: int(errs.Load())}
+	return result{queue: queue, nodes: nodes, conc: conc, allocs: int(n.Load()), elapsed: time.Since(start), lat: lat, errs: int(errs.Load())}
 }
 
 func pct(ds []time.Duration, p int) time.Duration {

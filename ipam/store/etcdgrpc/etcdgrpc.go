@@ -87,11 +87,21 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) (bool, error) {
 // CommitOrGet implements store.CommitGetter: the transaction's else branch
 // reads the guarded keys.
 func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store.KV, error) {
+	ok, _, cur, err := s.CommitRev(ctx, ops...)
+	return ok, cur, err
+}
+
+// CommitRev implements store.RevCommitter.
+func (s *Store) CommitRev(ctx context.Context, ops ...store.Op) (bool, int64, []store.KV, error) {
 	var cmps []clientv3.Cmp
 	var then, els []clientv3.Op
 	for _, op := range ops {
 		k := s.prefix + op.Key
 		switch {
+		case op.Prefix:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "<", op.Rev+1).WithPrefix())
+			els = append(els, clientv3.OpGet(k, clientv3.WithPrefix()))
+			continue
 		case op.Rev == store.MustNotExist:
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 			els = append(els, clientv3.OpGet(k))
@@ -108,10 +118,10 @@ func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
-		return false, nil, s.wrap("commit", err)
+		return false, 0, nil, s.wrap("commit", err)
 	}
 	if resp.Succeeded {
-		return true, nil, nil
+		return true, resp.Header.Revision, nil, nil
 	}
 	var cur []store.KV
 	for _, r := range resp.Responses {
@@ -119,5 +129,5 @@ func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store
 			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(kv.Key), s.prefix), Value: kv.Value, ModRevision: kv.ModRevision})
 		}
 	}
-	return false, cur, nil
+	return false, resp.Header.Revision, cur, nil
 }

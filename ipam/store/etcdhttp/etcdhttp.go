@@ -201,6 +201,7 @@ type compare struct {
 	Result         string `json:"result"`
 	Target         string `json:"target"`
 	Key            []byte `json:"key"`
+	RangeEnd       []byte `json:"range_end,omitempty"`
 	ModRevision    string `json:"mod_revision,omitempty"`
 	CreateRevision string `json:"create_revision,omitempty"`
 }
@@ -212,6 +213,9 @@ type txnReq struct {
 }
 
 type txnResp struct {
+	Header struct {
+		Revision string `json:"revision"`
+	} `json:"header"`
 	Succeeded bool `json:"succeeded"`
 	Responses []struct {
 		Range *struct {
@@ -259,10 +263,21 @@ func (s *Store) Commit(ctx context.Context, ops ...store.Op) (bool, error) {
 // CommitOrGet implements store.CommitGetter: the transaction's failure
 // branch reads the guarded keys.
 func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store.KV, error) {
+	ok, _, cur, err := s.CommitRev(ctx, ops...)
+	return ok, cur, err
+}
+
+// CommitRev implements store.RevCommitter.
+func (s *Store) CommitRev(ctx context.Context, ops ...store.Op) (bool, int64, []store.KV, error) {
 	req := txnReq{}
 	for _, op := range ops {
 		k := []byte(s.prefix + op.Key)
 		switch {
+		case op.Prefix:
+			end := []byte(store.PrefixEnd(s.prefix + op.Key))
+			req.Compare = append(req.Compare, compare{Result: "LESS", Target: "MOD", Key: k, RangeEnd: end, ModRevision: strconv.FormatInt(op.Rev+1, 10)})
+			req.Failure = append(req.Failure, requestOp{Range: &rangeReq{Key: k, RangeEnd: end}})
+			continue
 		case op.Rev == store.MustNotExist:
 			req.Compare = append(req.Compare, compare{Result: "EQUAL", Target: "CREATE", Key: k, CreateRevision: "0"})
 			req.Failure = append(req.Failure, requestOp{Range: &rangeReq{Key: k}})
@@ -279,10 +294,11 @@ func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store
 	}
 	var resp txnResp
 	if err := s.txn(ctx, req, &resp); err != nil {
-		return false, nil, err
+		return false, 0, nil, err
 	}
+	rev, _ := strconv.ParseInt(resp.Header.Revision, 10, 64)
 	if resp.Succeeded {
-		return true, nil, nil
+		return true, rev, nil, nil
 	}
 	var cur []store.KV
 	for _, r := range resp.Responses {
@@ -290,11 +306,11 @@ func (s *Store) CommitOrGet(ctx context.Context, ops ...store.Op) (bool, []store
 			continue
 		}
 		for _, e := range r.Range.Kvs {
-			rev, _ := strconv.ParseInt(e.ModRevision, 10, 64)
-			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: rev})
+			mod, _ := strconv.ParseInt(e.ModRevision, 10, 64)
+			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: mod})
 		}
 	}
-	return false, cur, nil
+	return false, rev, cur, nil
 }
 
 // gatewayError is the body the gateway sends with a non-200 status.

@@ -1,0 +1,69 @@
+package ipam
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// nodeState is what the node's last transaction read and wrote: the
+// node's claims and blocks, the pools, the IPAM config and the node record,
+// each with its ModRevision. The next transaction starts from it instead of
+// reading, and is guarded by those revisions as it would be by a read's:
+// a key changed since fails the commit, which returns its current value.
+// It is a starting point only; it never decides anything on its own.
+type nodeState struct {
+	V     int          `json:"v"`
+	Node  string       `json:"node"`
+	Saved time.Time    `json:"saved"`
+	Gets  []stateEntry `json:"gets"`
+}
+
+type stateEntry struct {
+	Get Get  `json:"get"`
+	KVs []KV `json:"kvs"`
+}
+
+const stateFile = "state"
+
+// loadState fills rc from the state file, if it is this node's and fresh.
+func (l *NodeLocal) loadState(rc *readCache) bool {
+	b, err := os.ReadFile(filepath.Join(l.Dir, stateFile))
+	if err != nil {
+		return false
+	}
+	var st nodeState
+	if json.Unmarshal(b, &st) != nil || st.V != 1 || st.Node != l.Node || time.Since(st.Saved) > l.stateTTL() || time.Since(st.Saved) < 0 {
+		return false
+	}
+	for _, e := range st.Gets {
+		rc.gets[e.Get] = e.KVs
+	}
+	return true
+}
+
+// saveState writes what rc holds that the next transaction can start
+// from: not handles (each ADD has its own) and not listings of every block
+// (large, and read only to claim or borrow).
+func (l *NodeLocal) saveState(rc *readCache) {
+	st := nodeState{V: 1, Node: l.Node, Saved: time.Now()}
+	for g, kvs := range rc.gets {
+		if strings.HasPrefix(g.Key, handlesPrefix) || (g.Prefix && g.Key == blocksPrefix) {
+			continue
+		}
+		st.Gets = append(st.Gets, stateEntry{Get: g, KVs: kvs})
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	tmp := filepath.Join(l.Dir, tmpPrefix+stateFile)
+	if os.WriteFile(tmp, b, 0o600) != nil || os.Rename(tmp, filepath.Join(l.Dir, stateFile)) != nil {
+		_ = os.Remove(tmp)
+	}
+}
+
+// dropState removes the state, so the next transaction reads afresh.
+func (l *NodeLocal) dropState() { _ = os.Remove(filepath.Join(l.Dir, stateFile)) }
