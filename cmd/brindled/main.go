@@ -27,6 +27,7 @@ import (
 	"github.com/brindle-net/brindle/internal/sysctl"
 	"github.com/brindle-net/brindle/ipam"
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
+	"github.com/brindle-net/brindle/nodeapi"
 )
 
 type flags struct {
@@ -35,6 +36,7 @@ type flags struct {
 	etcd                                                                          conf.EtcdConfig
 	resync, holdMax                                                               time.Duration
 	deregister                                                                    bool
+	nodeAPI                                                                       *nodeapi.Config
 }
 
 func main() {
@@ -57,6 +59,7 @@ func main() {
 	flag.DurationVar(&f.resync, "resync", 30*time.Second, "re-apply peers, exports and routes at least this often")
 	flag.DurationVar(&f.holdMax, "gr-hold", 60*time.Second, "after a restart, keep routes not yet relearned at most this long")
 	flag.BoolVar(&f.deregister, "deregister-on-exit", false, "delete the node record on exit (the node leaves the cluster)")
+	f.nodeAPI = nodeapi.Flags(flag.CommandLine)
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
@@ -183,6 +186,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	srv := &http.Server{Handler: bgpd.Handler(ctrl, cli, metrics), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
+	f.nodeAPI.Node, f.nodeAPI.Etcd, f.nodeAPI.Log, f.nodeAPI.Learned = name, cli, log, speaker.Learned
+	if stopAPI, err := nodeapi.Start(ctx, *f.nodeAPI); err != nil {
+		log.Error("node API not served: brindlectl capture and pod cannot reach this node", "err", err)
+	} else {
+		defer stopAPI()
+	}
 	go cache.Run(ctx)
 	err = ctrl.Run(ctx)
 

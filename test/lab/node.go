@@ -41,6 +41,7 @@ type Node struct {
 	Addr6  netip.Prefix // valid in an IPv6 lab
 	Subnet int
 	dir    string
+	apiDir string
 	cni    *libcni.CNIConfig
 	list   *libcni.NetworkConfigList
 
@@ -78,6 +79,12 @@ func (l *Lab) addNode(i int) (*Node, error) {
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		return nil, err
 	}
+	apiDir, err := os.MkdirTemp("", "brindle-api-")
+	if err != nil {
+		return nil, err
+	}
+	l.onClose(func() { os.RemoveAll(apiDir) })
+	n.apiDir = apiDir
 	nsh, cleanup, err := testenv.CreateNS()
 	if err != nil {
 		return nil, err
@@ -131,6 +138,10 @@ func (n *Node) nodenameFile() string { return filepath.Join(n.dir, "nodename") }
 // MTUFile is where the node's brindled writes the pods' MTU.
 func (n *Node) MTUFile() string { return filepath.Join(n.dir, "mtu") }
 
+// NodeAPISocket is the node's brindled node API socket (capture, pod), in
+// a short directory of its own: a unix socket path has at most 107 bytes.
+func (n *Node) NodeAPISocket() string { return filepath.Join(n.apiDir, "api.sock") }
+
 // LogFile is the node's brindled log.
 func (n *Node) LogFile() string { return filepath.Join(n.dir, "brindled.log") }
 
@@ -146,7 +157,8 @@ func (n *Node) Start() error {
 		return err
 	}
 	args := append([]string{"--nodename", n.Name, "--nodename-file", n.nodenameFile(), "--mtu-file", n.MTUFile(), "--ip", "autodetect",
-		"--etcd-endpoints", n.lab.EtcdURL, "--health-listen", HealthAddr, "--log-level", "debug"}, n.lab.cfg.DaemonArgs...)
+		"--etcd-endpoints", n.lab.EtcdURL, "--health-listen", HealthAddr, "--log-level", "debug",
+		"--nodeapi-socket", n.NodeAPISocket()}, n.lab.cfg.DaemonArgs...)
 	cmd := exec.Command(filepath.Join(n.lab.cfg.BinDir, "brindled"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The daemon dies with the lab, even if the test process is killed.

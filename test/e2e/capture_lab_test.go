@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/test/lab"
+)
+
+// TestCapture: a pod on node-2 pings and curls two others (one per node)
+// while the node and other pods make noise; `brindlectl capture` run on
+// node-1 reaches node-2's brindled over mutual TLS and returns exactly that
+// pod's packets, as tshark reads them. Then filters, limits, Ctrl-C, --node
+// and the local socket.
+func TestCapture(t *testing.T) {
+	for _, tool := range []string{"tshark", "curl", "ping"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/install-deps.sh installs it)", tool)
+		}
+	}
+	testenv.RequireRoot(t)
+	// The lab's node addresses (198.19.1.11 + i, see lab.addNode) go into
+	// the nodes' server certificate before the daemons start.
+	k := newPKI(t, t.TempDir(), netip.MustParseAddr("198.19.1.11"), netip.MustParseAddr("198.19.1.12"))
+	l := newLab(t, lab.Config{Nodes: 2, DaemonArgs: []string{
+		"--nodeapi-listen", ":9098", "--nodeapi-tls-cert", k.serverCert, "--nodeapi-tls-key", k.serverKey, "--nodeapi-client-ca", k.ca,
+		"--capture-max-concurrent", "2", "--capture-max-duration", "2m"}})
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := l.Nodes[0], l.Nodes[1]
+	add := func(n *lab.Node, name string) *lab.Pod {
+		p, err := n.AddPod(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	talker, peer2, noise2 := add(n2, "talker"), add(n2, "peer2"), add(n2, "noise2")
+	peer1, noise1 := add(n1, "peer1"), add(n1, "noise1")
+	serveHTTP(t, peer1)
+	serveHTTP(t, peer2)
+	eps := func(ps ...*lab.Pod) (out []endpoint) {
+		for _, p := range ps {
+			out = append(out, endpoint{p.Name, p.NS, p.Addr})
+		}
+		return out
+	}
+	reachAll(t, eps(talker, noise2, noise1), eps(peer1, peer2), 10*time.Second)
+	t.Logf("talker %s, peer1 %s (node-1), peer2 %s (node-2), noise %s %s", talker.Addr, peer1.Addr, peer2.Addr, noise1.Addr, noise2.Addr)
+
+	// Noise while captures run: other pods on both nodes, node to node,
+	// node to pod.
+	noise := func(from ns.NetNS, to netip.Addr) {
+		cmd := exec.Command("ping", "-q", "-c", "600", "-i", "0.1", to.String())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if _, err := testenv.StartIn(from, cmd); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill() })
+	}
+	noise(noise2.NS, peer2.Addr)
+	noise(noise2.NS, peer1.Addr)
+	noise(noise1.NS, peer1.Addr)
+	noise(n2.NS, n1.Addr.Addr())
+	noise(n2.NS, peer2.Addr)
+	talk := func() {
+		run(t, talker.NS, "ping", "-c", "3", "-i", "0.2", peer1.Addr.String())
+		run(t, talker.NS, "ping", "-c", "3", "-i", "0.2", peer2.Addr.String())
+		for _, p := range []*lab.Pod{peer1, peer2} {
+			if out := run(t, talker.NS, "curl", "-sS", "-m", "5", fmt.Sprintf("http://%s:8080/", p.Addr)); !strings.Contains(out, "hello from "+p.Name) {
+				t.Fatalf("curl %s: %q", p.Name, out)
+			}
+		}
+	}
+	dir := t.TempDir()
+
+	t.Run("exactly the pod's packets, from another node", func(t *testing.T) {
+		file := filepath.Join(dir, "talker.pcap")
+		wait, _ := startCapture(t, l, n1, k, file, "default/talker", "--duration", "5s")
+		talk()
+		stderr, err := wait()
+		if err != nil || !strings.Contains(stderr, "capture ended (duration)") {
+			t.Fatalf("capture: %v\n%s", err, stderr)
+		}
+		t.Logf("brindlectl: %s", strings.TrimSpace(stderr))
+		// The pod's addresses: its IPv4 address; IPv6 link-local traffic
+		// on its link only (its eth0's address, its host veth's, or the
+		// unspecified source of duplicate address detection): neighbour
+		// discovery and MLD between the two ends of the pod's own veth.
+		me := talker.Addr.String()
+		ll := strings.Fields(run(t, talker.NS, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"))
+		if len(ll) < 4 {
+			t.Fatalf("no link-local address on the pod's eth0: %v", ll)
+		}
+		meLL := strings.Split(ll[3], "/")[0]
+		hostLL := "fe80::ecee:eeff:feee:eeee" // the host veth's MAC is ee:ee:ee:ee:ee:ee (DESIGN.md)
+		rows := tsharkFields(t, file, "", "ip.src", "ip.dst", "arp.src.proto_ipv4", "arp.dst.proto_ipv4", "ipv6.src", "ipv6.dst", "icmpv6.nd.ns.target_address", "_ws.col.Protocol")
+		if len(rows) < 12 {
+			t.Fatalf("%d packets; want the pings and two HTTP exchanges", len(rows))
+		}
+		for _, r := range rows {
+			f := strings.Split(r, "\t")
+			v4 := f[0] == me || f[1] == me || f[2] == me || f[3] == me
+			onLink := f[4] == meLL || f[4] == hostLL || f[4] == "::"
+			v6 := f[4] == meLL || f[5] == meLL || onLink && (strings.HasPrefix(f[5], "ff02::") || f[5] == meLL || f[5] == hostLL)
+			if !v4 && !v6 {
+				t.Errorf("a packet not of the pod (%s, %s): %q", me, meLL, r)
+			}
+		}
+		for _, tc := range []struct {
+			filter string
+			want   int
+		}{
+			{fmt.Sprintf("icmp.type == 8 && ip.src == %s && ip.dst == %s", me, peer1.Addr), 3},
+			{fmt.Sprintf("icmp.type == 0 && ip.dst == %s && ip.src == %s", me, peer2.Addr), 3},
+			{"http.request", 2},
+			{"http.response.code == 200", 2},
+			{fmt.Sprintf("ip.addr == %s || ip.addr == %s || ip.addr == %s", noise1.Addr, noise2.Addr, n1.Addr.Addr()), 0},
+		} {
+			if got := len(tsharkFields(t, file, tc.filter, "frame.number")); got != tc.want {
+				t.Errorf("%q: %d packets, want %d", tc.filter, got, tc.want)
+			}
+		}
+		t.Logf("%d packets, all of %s", len(rows), me)
+	})
+
+	t.Run("filters select what they say", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			args  []string
+			check string // a tshark filter every packet must pass
+			want  string // and one that must match some
+		}{
+			{"icmp to peer1", []string{"--filter", "icmp and host " + peer1.Addr.String()}, "icmp && ip.addr == " + peer1.Addr.String(), "icmp.type == 8"},
+			{"tcp 8080", []string{"--protocol", "tcp", "--ports", "8080"}, "tcp.port == 8080", "http.request"},
+			{"not icmp", []string{"--filter", "not icmp and not arp"}, "!icmp && !arp", "tcp"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				file := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".pcap")
+				wait, _ := startCapture(t, l, n1, k, file, append([]string{"default/talker", "--duration", "4s"}, tc.args...)...)
+				talk()
+				if stderr, err := wait(); err != nil {
+					t.Fatalf("%v\n%s", err, stderr)
+				}
+				all := len(tsharkFields(t, file, "", "frame.number"))
+				pass := len(tsharkFields(t, file, tc.check, "frame.number"))
+				some := len(tsharkFields(t, file, tc.want, "frame.number"))
+				if all == 0 || pass != all || some == 0 {
+					t.Errorf("%d packets, %d pass %q, %d match %q", all, pass, tc.check, some, tc.want)
+				}
+			})
+		}
+		cmd := ctlCmd(t, l, n1, k, "capture", "default/talker", "--filter", "tcp prot 80", "-o", filepath.Join(dir, "bad.pcap"))
+		out, err := runIn(n1.NS, cmd)
+		if code := exitCode(err); code != 2 || !strings.Contains(out, `filter "tcp prot 80": at "prot"`) {
+			t.Errorf("bad filter: exit %d\n%s", code, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "bad.pcap")); err == nil {
+			t.Error("a refused capture left a file")
+		}
+	})
+
+	t.Run("limits hold", func(t *testing.T) {
+		// Size: a flood of pings, at most 3000 bytes, a valid file.
+		file := filepath.Join(dir, "size.pcap")
+		wait, _ := startCapture(t, l, n1, k, file, "default/talker", "--duration", "20s", "--max-size", "3000B")
+		start := time.Now()
+		run(t, talker.NS, "ping", "-c", "50", "-i", "0.01", "-s", "200", peer1.Addr.String())
+		stderr, err := wait()
+		fi, _ := os.Stat(file)
+		if err != nil || !strings.Contains(stderr, "(size)") || fi.Size() > 3000 || time.Since(start) > 15*time.Second {
+			t.Errorf("size limit: %v, %d bytes in %s\n%s", err, fi.Size(), time.Since(start), stderr)
+		}
+		if n := len(tsharkFields(t, file, "", "frame.number")); n == 0 {
+			t.Error("size-limited file has no packets")
+		}
+		// The node refuses what is past its own limits, naming them.
+		out, err := runIn(n1.NS, ctlCmd(t, l, n1, k, "capture", "default/talker", "--duration", "5m", "-o", filepath.Join(dir, "long.pcap")))
+		if exitCode(err) != 1 || !strings.Contains(out, "above the node's limit of 2m0s") {
+			t.Errorf("duration over the node's limit: %v\n%s", err, out)
+		}
+		// Concurrency: two at once run, a third is refused.
+		w1, _ := startCapture(t, l, n1, k, filepath.Join(dir, "c1.pcap"), "default/talker", "--duration", "6s")
+		w2, _ := startCapture(t, l, n2, k, filepath.Join(dir, "c2.pcap"), "default/talker", "--duration", "6s", "--via", "local")
+		out, err = runIn(n1.NS, ctlCmd(t, l, n1, k, "capture", "default/talker", "--duration", "2s", "-o", filepath.Join(dir, "c3.pcap")))
+		if exitCode(err) != 1 || !strings.Contains(out, "2 captures already running") {
+			t.Errorf("third capture: %v\n%s", err, out)
+		}
+		talk()
+		for i, w := range []func() (string, error){w1, w2} {
+			if stderr, err := w(); err != nil {
+				t.Errorf("capture %d: %v\n%s", i+1, err, stderr)
+			}
+		}
+		a, b := len(tsharkFields(t, filepath.Join(dir, "c1.pcap"), "http.request", "frame.number")), len(tsharkFields(t, filepath.Join(dir, "c2.pcap"), "http.request", "frame.number"))
+		if a != 2 || b != 2 {
+			t.Errorf("concurrent captures: %d and %d HTTP requests, want 2 each", a, b)
+		}
+	})
+
+	t.Run("Ctrl-C leaves a valid file", func(t *testing.T) {
+		file := filepath.Join(dir, "interrupted.pcap")
+		wait, cmd := startCapture(t, l, n1, k, file, "default/talker", "--duration", "1m")
+		talk()
+		time.Sleep(300 * time.Millisecond)
+		cmd.Process.Signal(os.Interrupt)
+		stderr, err := wait()
+		if err != nil || !strings.Contains(stderr, "(interrupted)") {
+			t.Fatalf("after SIGINT: %v\n%s", err, stderr)
+		}
+		if n := len(tsharkFields(t, file, "http.request", "frame.number")); n != 2 {
+			t.Errorf("%d HTTP requests in the interrupted capture, want 2", n)
+		}
+	})
+
+	t.Run("every pod of a node", func(t *testing.T) {
+		file := filepath.Join(dir, "node-2.pcapng")
+		wait, _ := startCapture(t, l, n1, k, file, "--node", "node-2", "--duration", "4s")
+		talk()
+		if stderr, err := wait(); err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		names := map[string]bool{}
+		for _, r := range tsharkFields(t, file, "", "frame.interface_name") {
+			names[r] = true
+		}
+		for _, want := range []string{"default/talker/eth0", "default/peer2/eth0", "default/noise2/eth0"} {
+			if !names[want] {
+				t.Errorf("no packets on interface %s: %v", want, names)
+			}
+		}
+		if names["default/peer1/eth0"] {
+			t.Errorf("node-1's pod in node-2's capture: %v", names)
+		}
+	})
+
+	t.Run("TLS listener refuses clients without a certificate", func(t *testing.T) {
+		err := n1.NS.Do(func(ns.NetNS) error {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", n2.Addr.Addr().String()+":9098", &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			fmt.Fprintf(c, "POST /v1/capture HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+			_, err = c.Read(make([]byte, 1))
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("a client without a certificate got %v, want a TLS certificate error", err)
+		}
+	})
+}
+
+func runIn(n ns.NetNS, cmd *exec.Cmd) (string, error) {
+	var out []byte
+	err := n.Do(func(ns.NetNS) error {
+		var err error
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	return string(out), err
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
