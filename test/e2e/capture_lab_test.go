@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -247,6 +248,71 @@ func TestCapture(t *testing.T) {
 		}
 		if names["default/peer1/eth0"] {
 			t.Errorf("node-1's pod in node-2's capture: %v", names)
+		}
+	})
+
+	t.Run("pod view", func(t *testing.T) {
+		talk()
+		out, err := runIn(n1.NS, ctlCmd(t, l, n1, k, "pod", "default/talker", "-o", "json"))
+		if err != nil {
+			t.Fatalf("pod: %v\n%s", err, out)
+		}
+		var v struct {
+			Node       string `json:"node"`
+			NodeError  string `json:"nodeError"`
+			PolicyNote string `json:"policyNote"`
+			Interfaces []struct {
+				HostVeth string `json:"hostVeth"`
+				IPAM     []struct {
+					Handle, Block, Affinity string
+				} `json:"ipam"`
+				Host struct {
+					Up     bool     `json:"up"`
+					Routes []string `json:"routes"`
+					Stats  struct {
+						RxPackets, TxPackets uint64
+					} `json:"stats"`
+				} `json:"host"`
+			} `json:"interfaces"`
+			Blocks []struct {
+				Block string `json:"block"`
+				Nodes []struct {
+					Node            string
+					Learned, Kernel []string
+					Error           string
+				} `json:"nodes"`
+			} `json:"blocks"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if v.Node != "node-2" || v.NodeError != "" || len(v.Interfaces) != 1 || len(v.Blocks) != 1 {
+			t.Fatalf("pod view:\n%s", out)
+		}
+		ifc := v.Interfaces[0]
+		if ifc.HostVeth != talker.HostVeth || !ifc.Host.Up || ifc.Host.Stats.RxPackets < 8 || ifc.Host.Stats.TxPackets < 8 {
+			t.Errorf("host veth %s up %v counters %+v", ifc.HostVeth, ifc.Host.Up, ifc.Host.Stats)
+		}
+		if len(ifc.Host.Routes) != 1 || !strings.HasPrefix(ifc.Host.Routes[0], talker.Addr.String()+"/32 dev "+talker.HostVeth) {
+			t.Errorf("route on node-2: %v", ifc.Host.Routes)
+		}
+		if len(ifc.IPAM) != 1 || ifc.IPAM[0].Handle == "" || ifc.IPAM[0].Affinity != "node-2" {
+			t.Errorf("ipam: %+v", ifc.IPAM)
+		}
+		b := v.Blocks[0]
+		if len(b.Nodes) != 1 || b.Nodes[0].Node != "node-1" || b.Nodes[0].Error != "" ||
+			len(b.Nodes[0].Learned) != 1 || !strings.Contains(b.Nodes[0].Learned[0], "via 198.19.1.12") ||
+			len(b.Nodes[0].Kernel) != 1 || !strings.Contains(b.Nodes[0].Kernel[0], b.Block+" via 198.19.1.12") {
+			t.Errorf("block %s on the other nodes: %+v", b.Block, b.Nodes)
+		}
+		table, err := runIn(n1.NS, ctlCmd(t, l, n1, k, "pod", "default/talker"))
+		if err != nil || !strings.Contains(table, talker.HostVeth) || !strings.Contains(table, "BLOCK "+b.Block) {
+			t.Errorf("pod table: %v\n%s", err, table)
+		}
+		t.Logf("brindlectl pod default/talker:\n%s", table)
+		list, err := runIn(n1.NS, ctlCmd(t, l, n1, k, "pod", "list", "--node", "node-2"))
+		if err != nil || strings.Count(list, "node-2") != 3 || strings.Contains(list, "peer1") {
+			t.Errorf("pod list --node node-2: %v\n%s", err, list)
 		}
 	})
 
