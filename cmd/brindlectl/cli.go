@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -30,6 +29,12 @@ type app struct {
 
 	endpoints, caFile, certFile, keyFile string
 	timeout                              time.Duration
+
+	// argv0 is the name brindlectl runs under (kubectl-brindle as a
+	// kubectl plugin); args the command line, to run it in the cluster.
+	argv0       string
+	args        []string
+	etcdFlagSet bool
 }
 
 // env is what a command that talks to etcd works with; ctx carries the
@@ -70,6 +75,9 @@ func (a *app) open() (*env, error) {
 
 // withEnv runs f with an open env and closes it after.
 func (a *app) withEnv(f func(e *env) error) error {
+	if a.etcdInCluster() {
+		return a.runInCluster(a.args)
+	}
 	e, err := a.open()
 	if err != nil {
 		return err
@@ -127,12 +135,8 @@ func register(parent string, make func(*app) *cobra.Command) {
 
 // newRoot builds the command tree for one invocation.
 func newRoot(a *app) *cobra.Command {
-	name := "brindlectl"
-	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-brindle") {
-		name = "kubectl brindle" // kubectl's plugin convention; see docs/cli.md
-	}
 	root := &cobra.Command{
-		Use:           name,
+		Use:           "brindlectl",
 		Short:         "brindle's operator tool: pools, IPAM, nodes, BGP, pods and their packets",
 		Version:       buildinfo.Version,
 		SilenceErrors: true,
@@ -141,12 +145,23 @@ func newRoot(a *app) *cobra.Command {
 		Args: noArgs,
 		RunE: func(c *cobra.Command, args []string) error { return c.Help() },
 	}
+	if a.isPlugin() {
+		// kubectl's plugin convention: help and completion say
+		// `kubectl brindle`; see docs/cli.md.
+		root.Use = pluginName
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl brindle"}
+	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.endpoints, "etcd-endpoints", getenv("ETCD_ENDPOINTS", "http://127.0.0.1:2379"), "etcd endpoints, comma-separated (env ETCD_ENDPOINTS)")
 	pf.StringVar(&a.caFile, "etcd-ca-cert-file", getenv("ETCD_CA_CERT_FILE", ""), "etcd CA certificate (env ETCD_CA_CERT_FILE)")
 	pf.StringVar(&a.certFile, "etcd-cert-file", getenv("ETCD_CERT_FILE", ""), "etcd client certificate (env ETCD_CERT_FILE)")
 	pf.StringVar(&a.keyFile, "etcd-key-file", getenv("ETCD_KEY_FILE", ""), "etcd client key (env ETCD_KEY_FILE)")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "time limit of one command's etcd and node requests")
+	root.PersistentPreRun = func(c *cobra.Command, _ []string) {
+		for _, f := range []string{"etcd-endpoints", "etcd-ca-cert-file", "etcd-cert-file", "etcd-key-file"} {
+			a.etcdFlagSet = a.etcdFlagSet || c.Flags().Changed(f)
+		}
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{msg: err.Error(), cmd: c.CommandPath()}
 	})

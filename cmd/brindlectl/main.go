@@ -65,6 +65,9 @@ func report(err error, interrupted bool, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if ric, ok := err.(errRanInCluster); ok {
+		return ric.code // its own messages are on stderr already
+	}
 	fmt.Fprintln(stderr, "brindlectl:", err)
 	var ue usageError
 	switch {
@@ -86,7 +89,7 @@ func run(args []string, out io.Writer) error {
 
 // runContext runs one brindlectl command line.
 func runContext(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) error {
-	a := &app{ctx: ctx, in: in, out: out, errOut: errOut}
+	a := &app{ctx: ctx, in: in, out: out, errOut: errOut, argv0: os.Args[0], args: args}
 	root := newRoot(a)
 	root.SetArgs(args)
 	root.SetIn(in)

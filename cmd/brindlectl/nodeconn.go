@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,7 +77,7 @@ func (nf *nodeFlags) kubeUsable() bool {
 	if _, err := exec.LookPath(nf.kubectl); err != nil {
 		return false
 	}
-	if os.Getenv("KUBECONFIG") != "" || strings.HasPrefix(os.Args[0], "kubectl-") {
+	if os.Getenv("KUBECONFIG") != "" || strings.HasPrefix(filepath.Base(os.Args[0]), pluginName) {
 		return true
 	}
 	home, _ := os.UserHomeDir()
