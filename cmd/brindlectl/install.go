@@ -21,8 +21,8 @@ import (
 
 // defaultConflist is the network config install-cni writes when it is given
 // no template. conf/k8s/10-config.yaml ships the same text in its ConfigMap.
-// cniVersion 1.0.0 is understood by containerd >= 1.7 and CRI-O; set 1.1.0
-// (GC, STATUS) where the runtime is containerd >= 2.0.
+// cniVersion 1.0.0 is understood by containerd 1.6 and 1.7 (libcni v1.1)
+// and CRI-O; set 1.1.0 (GC, STATUS) where the runtime is containerd >= 2.0.
 const defaultConflist = `{
   "cniVersion": "1.0.0",
   "name": "k8s-pod-network",

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -56,5 +58,40 @@ func TestInstallCNIRefusesPlaintextWithCerts(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(d.net, "10-brindle.conflist")); err == nil {
 		t.Error("a config was written anyway")
+	}
+}
+
+// containerd16Versions are the config versions libcni v1.1.x accepts: the
+// libcni that containerd 1.6 and 1.7 vendor (a newer cniVersion fails there
+// with "unsupported CNI result version"). containerd >= 2.0 adds 1.1.0.
+var containerd16Versions = []string{"0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"}
+
+// Defect 14 (issue 12): the README's example network config and
+// install-cni's default work on the runtimes users have (containerd 1.6/1.7).
+func TestExampleConfigsWorkOnContainerd16(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := ""
+	for _, part := range strings.Split(string(readme), "```json")[1:] {
+		if b, _, ok := strings.Cut(part, "```"); ok && strings.Contains(b, `"plugins"`) {
+			block = b
+			break
+		}
+	}
+	if block == "" {
+		t.Fatal("README.md has no example network config")
+	}
+	for name, text := range map[string]string{"README.md": block, "install-cni's default": strings.ReplaceAll(defaultConflist, "__MTU__", "0")} {
+		var v struct {
+			CNIVersion string `json:"cniVersion"`
+		}
+		if err := json.Unmarshal([]byte(text), &v); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !slices.Contains(containerd16Versions, v.CNIVersion) {
+			t.Errorf("%s: cniVersion %q fails on containerd 1.6/1.7 (libcni v1.1 accepts %v)", name, v.CNIVersion, containerd16Versions)
+		}
 	}
 }
