@@ -44,7 +44,16 @@ type ControllerConfig struct {
 	// RouteEvents, when set, is signalled when a brindle route was removed
 	// from the kernel by someone else.
 	RouteEvents <-chan struct{}
+	// RouterID, when set, makes Run return ErrSpeakerChanged as soon as
+	// the speaker's own settings in force (AS number, listen port,
+	// graceful restart) differ from the speaker's: the Agent then builds a
+	// new speaker, instead of the peers being set up with an AS the
+	// speaker does not have.
+	RouterID netip.Addr
 }
+
+// ErrSpeakerChanged ends Controller.Run when the speaker must be rebuilt.
+var ErrSpeakerChanged = errors.New("BGP speaker settings changed")
 
 // Controller turns the cluster state in etcd and the paths BGP learned into
 // the speaker's peers, exports and import policy, and the kernel's routes.
@@ -62,6 +71,7 @@ type Controller struct {
 	allUpAt  time.Time
 	released bool
 	podMTU   int
+	rebuild  *GlobalSpec // the speaker settings that must replace the running ones
 }
 
 // NewController builds a controller; Run drives it.
@@ -194,6 +204,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.reconcile(ctx, true)
 	for {
+		if c.rebuildWanted() {
+			return ErrSpeakerChanged
+		}
 		config := false
 		select {
 		case <-ctx.Done():
@@ -228,6 +241,16 @@ func (c *Controller) reconcile(ctx context.Context, config bool) {
 	}
 	var errs []error
 	ranges := ImportRanges(st.pools)
+	if c.cfg.RouterID.IsValid() {
+		if want := WantedGlobal(&st.self, &st.bgp, c.cfg.RouterID); !want.Same(c.cfg.Speaker.Global()) {
+			c.cfg.Log.Info("BGP speaker settings changed; restarting the speaker in place",
+				"asn", want.ASN, "was", c.cfg.Speaker.Global().ASN, "listenPort", want.ListenPort, "gracefulRestart", want.GR)
+			c.mu.Lock()
+			c.rebuild = &want
+			c.mu.Unlock()
+			return
+		}
+	}
 	if config {
 		peers := DesiredPeers(&st.self, st.nodes, &st.bgp, st.peers)
 		if err := c.cfg.Speaker.SetImportRanges(ctx, ranges); err != nil {
@@ -280,6 +303,12 @@ func (c *Controller) reconcile(ctx context.Context, config bool) {
 	if len(errs) > 0 {
 		c.cfg.Log.Warn("reconcile incomplete", "err", errors.Join(errs...))
 	}
+}
+
+func (c *Controller) rebuildWanted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rebuild != nil
 }
 
 func (c *Controller) setErrs(errs []error) {

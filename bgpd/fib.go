@@ -107,6 +107,14 @@ func NewFIB(t RouteTable, log *slog.Logger, holdDeletes bool) *FIB {
 	return &FIB{t: t, log: log, holdDeletes: holdDeletes, conflicts: map[netip.Prefix]bool{}}
 }
 
+// HoldDeletes keeps unwanted routes again until ReleaseDeletes (a speaker
+// rebuilt in place relearns everything).
+func (f *FIB) HoldDeletes() {
+	f.mu.Lock()
+	f.holdDeletes = true
+	f.mu.Unlock()
+}
+
 // ReleaseDeletes lets Set delete unwanted routes from now on.
 func (f *FIB) ReleaseDeletes() {
 	f.mu.Lock()

@@ -10,13 +10,20 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// StatusSource is what the health handler reports on: a Controller, or the
+// Agent that runs one.
+type StatusSource interface {
+	Status(ctx context.Context) Status
+	Ready(ctx context.Context) (bool, []string)
+}
+
 // Handler serves /livez, /readyz, /metrics and /status.
 //
 // /livez answers 200 while the process runs its loop; /readyz answers 200
 // only when etcd answers, every expected BGP session is Established and the
 // last route sync succeeded, else 503 with the reasons; /status is the JSON
 // that `brindlectl node status` prints.
-func Handler(c *Controller, cli *clientv3.Client, m *Metrics) http.Handler {
+func Handler(c StatusSource, cli *clientv3.Client, m *Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -18,6 +19,8 @@ import (
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/brindle-net/brindle/conf"
 )
 
 // PeerSpec is one BGP session the node should have.
@@ -114,6 +117,23 @@ func NewSpeaker(ctx context.Context, g GlobalSpec, log *slog.Logger) (*Speaker, 
 		return nil, fmt.Errorf("watch BGP events: %w", err)
 	}
 	return sp, nil
+}
+
+// Global returns the speaker's own settings.
+func (sp *Speaker) Global() GlobalSpec { return sp.global }
+
+// WantedGlobal is the speaker a node should run under the cluster's BGP
+// configuration: its AS (the node's own or the cluster's), the listen port
+// and graceful restart, with routerID.
+func WantedGlobal(self *conf.Node, cfg *conf.BGPConfiguration, routerID netip.Addr) GlobalSpec {
+	return GlobalSpec{ASN: self.AS(cfg.Spec.ASNumber), RouterID: routerID, ListenPort: cfg.Spec.ListenPort,
+		GR: cfg.GR(), RestartTime: cfg.Spec.RestartTimeSeconds}
+}
+
+// Same reports whether two speakers' settings are the same.
+func (g GlobalSpec) Same(o GlobalSpec) bool {
+	return g.ASN == o.ASN && g.RouterID == o.RouterID && g.ListenPort == o.ListenPort && g.GR == o.GR &&
+		(!g.GR || g.RestartTime == o.RestartTime) && slices.Equal(g.ListenAddresses, o.ListenAddresses)
 }
 
 // Changed is signalled (coalesced) when a learned best path changes.

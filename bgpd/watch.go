@@ -25,6 +25,7 @@ type Cache struct {
 	mu      sync.RWMutex
 	data    map[string][]byte
 	listed  bool
+	seeded  bool // filled from the state on disk (laststate.go)
 	lastOK  time.Time
 	changed chan struct{}
 }

@@ -31,12 +31,12 @@ import (
 )
 
 type flags struct {
-	nodename, nodenameFile, mtuFile, ip, ip6, rrCluster, labels, listen, logLevel string
-	asn                                                                           uint
-	etcd                                                                          conf.EtcdConfig
-	resync, holdMax                                                               time.Duration
-	deregister                                                                    bool
-	nodeAPI                                                                       *nodeapi.Config
+	nodename, nodenameFile, mtuFile, stateFile, ip, ip6, rrCluster, labels, listen, logLevel string
+	asn                                                                                      uint
+	etcd                                                                                     conf.EtcdConfig
+	resync, holdMax, etcdWait                                                                time.Duration
+	deregister                                                                               bool
+	nodeAPI                                                                                  *nodeapi.Config
 }
 
 func main() {
@@ -45,6 +45,8 @@ func main() {
 	flag.StringVar(&f.nodename, "nodename", os.Getenv("NODENAME"), "node name (default $NODENAME, else the hostname)")
 	flag.StringVar(&f.nodenameFile, "nodename-file", "/var/lib/brindle/nodename", "where to write the node name for the CNI plugins")
 	flag.StringVar(&f.mtuFile, "mtu-file", "/var/lib/brindle/mtu", "where to write the pods' MTU (the host's less the encapsulation overhead) for the CNI plugin")
+	flag.StringVar(&f.stateFile, "state-file", bgpd.DefaultStateFile, "where to keep the last known cluster state, to start from when etcd is down (empty: none)")
+	flag.DurationVar(&f.etcdWait, "etcd-wait", 5*time.Second, "at start, wait this long for etcd before starting from the state file")
 	flag.StringVar(&f.ip, "ip", envOr("IP", "autodetect"), "node IPv4 address/len, or autodetect, can-reach=ADDR, interface=NAME")
 	flag.StringVar(&f.ip6, "ip6", envOr("IP6", "autodetect"), "node IPv6 address/len, or none, autodetect (if there is an IPv6 default route), can-reach=ADDR, interface=NAME")
 	flag.UintVar(&f.asn, "as-number", 0, "this node's AS number (default: the cluster's, bgp/config)")
@@ -115,22 +117,34 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	defer cli.Close()
-
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// The CNI plugins need the node name from the start, etcd or not.
+	if err := bgpd.WriteNodename(f.nodenameFile, name); err != nil {
+		return fmt.Errorf("write %s: %w", f.nodenameFile, err)
+	}
 	v6 := ""
 	if addr6.IsValid() {
 		v6 = addr6.String()
 	}
-	node, err := bgpd.Register(rctx, cli, conf.Node{Name: name, IPv4Address: addr.String(), IPv6Address: v6, ASNumber: uint32(f.asn),
-		RouteReflectorClusterID: f.rrCluster, Labels: labels})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("register node: %w", err)
+	self := conf.Node{Name: name, IPv4Address: addr.String(), IPv6Address: v6, ASNumber: uint32(f.asn),
+		RouteReflectorClusterID: f.rrCluster, Labels: labels}
+	claim := bgpd.NewNameClaim(cli, name, addr.Addr().String(), log)
+	claimed := false
+	register := func(ctx context.Context) error {
+		if !claimed {
+			if err := claim.Claim(ctx); err != nil {
+				return err
+			}
+			claimed = true
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		node, err := bgpd.Register(rctx, cli, self)
+		if err != nil {
+			return fmt.Errorf("register node: %w", err)
+		}
+		log.Info("node registered", "ipv4", node.IPv4Address, "ipv6", node.IPv6Address, "version", buildinfo.Version)
+		return nil
 	}
-	if err := bgpd.WriteNodename(f.nodenameFile, name); err != nil {
-		return fmt.Errorf("write %s: %w", f.nodenameFile, err)
-	}
-	log.Info("node registered", "ipv4", node.IPv4Address, "ipv6", node.IPv6Address, "version", buildinfo.Version)
 
 	// A node routes for its pods: forwarding on in both families.
 	for _, s := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
@@ -139,61 +153,50 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		}
 	}
 
-	bgpCfg := conf.DefaultBGPConfiguration()
-	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	if res, err := cli.Get(gctx, ipam.Prefix+"bgp/config"); err == nil && len(res.Kvs) == 1 {
-		if c, err := conf.UnmarshalBGPConfiguration(res.Kvs[0].Value); err == nil && c.Validate() == nil {
-			bgpCfg = c
-		}
-	}
-	cancel()
-	speaker, err := bgpd.NewSpeaker(ctx, bgpd.GlobalSpec{
-		ASN: node.AS(bgpCfg.Spec.ASNumber), RouterID: addr.Addr(), ListenPort: bgpCfg.Spec.ListenPort,
-		GR: bgpCfg.GR(), RestartTime: bgpCfg.Spec.RestartTimeSeconds,
-	}, log)
-	if err != nil {
-		return err
-	}
 	h, err := netlink.NewHandle()
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	holdMax := time.Duration(0)
-	if bgpCfg.GR() {
-		holdMax = f.holdMax
-	}
-	fib := bgpd.NewFIB(bgpd.Netlink{H: h}, log, holdMax > 0)
+	// Deletions are held after a start (graceful restart) until every
+	// session is up, or --gr-hold at most.
+	fib := bgpd.NewFIB(bgpd.Netlink{H: h}, log, f.holdMax > 0)
 	cache := bgpd.NewCache(cli, log, ipam.Prefix, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
 		ipam.Prefix+"ipam/affinity/"+name+"/", ipam.Prefix+"endpoints/"+name+"/")
 	metrics := bgpd.NewMetrics()
-	hostMTU, err := bgpd.HostMTU(addr.Addr())
-	if err != nil {
+	hostMTU, how, err := bgpd.UnderlayMTU(addr.Addr())
+	switch {
+	case err != nil:
 		log.Warn("cannot find the underlay MTU; tunnels get the kernel's default and pods the plugin's", "err", err)
+	case how != "":
+		log.Warn("underlay MTU", "mtu", hostMTU, "how", how)
 	}
-	ctrl := bgpd.NewController(bgpd.ControllerConfig{
-		NodeName: name, Speaker: speaker, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
-		Resync: f.resync, HoldMax: holdMax, RouteEvents: watchRoutes(ctx, log),
-		Tunnels:     bgpd.NewTunnels(h, log),
-		TunnelAddrs: &bgpd.TunnelAddrs{Cli: cli, Alloc: ipam.New(etcdgrpc.New(cli))},
-		NAT:         bgpd.NewNAT(log),
-		HostMTU:     hostMTU, MTUFile: f.mtuFile,
+	agent := bgpd.NewAgent(bgpd.AgentConfig{
+		Controller: bgpd.ControllerConfig{
+			NodeName: name, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
+			Resync: f.resync, HoldMax: f.holdMax, RouteEvents: watchRoutes(ctx, log),
+			Tunnels:     bgpd.NewTunnels(h, log),
+			TunnelAddrs: &bgpd.TunnelAddrs{Cli: cli, Alloc: ipam.New(etcdgrpc.New(cli))},
+			NAT:         bgpd.NewNAT(log),
+			HostMTU:     hostMTU, MTUFile: f.mtuFile,
+		},
+		Self: self, RouterID: addr.Addr(), Register: register,
+		StateFile: f.stateFile, EtcdWait: f.etcdWait,
 	})
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--health-listen %s: %w", f.listen, err)
 	}
-	srv := &http.Server{Handler: bgpd.Handler(ctrl, cli, metrics), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: bgpd.Handler(agent, cli, metrics), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
-	f.nodeAPI.Node, f.nodeAPI.Etcd, f.nodeAPI.Log, f.nodeAPI.Learned = name, cli, log, speaker.Learned
+	f.nodeAPI.Node, f.nodeAPI.Etcd, f.nodeAPI.Log, f.nodeAPI.Learned = name, cli, log, agent.Learned
 	if stopAPI, err := nodeapi.Start(ctx, *f.nodeAPI); err != nil {
 		log.Error("node API not served: brindlectl capture and pod cannot reach this node", "err", err)
 	} else {
 		defer stopAPI()
 	}
-	go cache.Run(ctx)
-	err = ctrl.Run(ctx)
+	err = agent.Run(ctx)
 
 	log.Info("shutting down", "deregister", f.deregister)
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -204,7 +207,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			log.Warn("deregister", "err", err)
 		}
 	}
-	speaker.Stop(f.deregister)
+	agent.Stop(f.deregister)
 	return err
 }
 

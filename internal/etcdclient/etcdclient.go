@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/brindle-net/brindle/conf"
 )
@@ -43,6 +45,13 @@ func New(cfg conf.EtcdConfig) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		TLS:                  tlsCfg,
+		// gRPC's reconnect backoff grows to 2 minutes by default: after an
+		// etcd outage the daemon would notice the return that late. Keep
+		// retrying every second at most.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: DialTimeout,
+		})},
 		// zap's default logger writes JSON to stderr; callers log with slog.
 		Logger: zap.NewNop(),
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ type Member struct {
 	etcd     *embed.Etcd
 	stop     func() // set when the member runs in a process of its own
 	stopped  bool
+	// Process is the member's process, when it runs in one of its own
+	// (StartProcess): tests stall it with SIGSTOP.
+	Process *os.Process
 }
 
 // Stop closes the member; the rest of the cluster keeps serving.
@@ -49,7 +53,7 @@ type Server struct {
 // when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	m, err := startOne(tb.TempDir(), "default", localhost, nil, nil)
+	m, err := startOne(tb.TempDir(), "default", localhost, 0, nil, nil)
 	if err != nil {
 		tb.Fatalf("start embedded etcd: %v", err)
 	}
@@ -106,7 +110,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
-			m, err := startOne(tb.TempDir(), fmt.Sprintf("m%d", i), localhost, &clusterSpec{
+			m, err := startOne(tb.TempDir(), fmt.Sprintf("m%d", i), localhost, 0, &clusterSpec{
 				peerURL: peers[i], initial: strings.Join(initial, ","),
 			}, nil)
 			c.Members[i] = m
@@ -138,10 +142,33 @@ const localhost = "127.0.0.1"
 // address; 127.0.0.1 when empty), for programs rather than tests; Stop it
 // when done.
 func StartMember(dir, host string) (*Member, error) {
+	return StartMemberWith(dir, host, MemberOptions{})
+}
+
+// MemberOptions are the settings of StartMemberWith beyond StartMember's.
+type MemberOptions struct {
+	// ClientPort is the client port; 0 picks a free one. A member started
+	// again on its data directory keeps its clients with the same port.
+	ClientPort int
+	// Name, PeerURL and InitialCluster ("m0=http://...,m1=...") make the
+	// member one of a cluster; empty: a cluster of one named "default".
+	Name, PeerURL, InitialCluster string
+}
+
+// StartMemberWith is StartMember with options.
+func StartMemberWith(dir, host string, o MemberOptions) (*Member, error) {
 	if host == "" {
 		host = localhost
 	}
-	return startOne(dir, "default", host, nil, nil)
+	name := o.Name
+	if name == "" {
+		name = "default"
+	}
+	var cs *clusterSpec
+	if o.InitialCluster != "" {
+		cs = &clusterSpec{peerURL: o.PeerURL, initial: o.InitialCluster}
+	}
+	return startOne(dir, name, host, o.ClientPort, cs, nil)
 }
 
 type clusterSpec struct {
@@ -149,7 +176,7 @@ type clusterSpec struct {
 	initial string
 }
 
-func startOne(dir, name, host string, cs *clusterSpec, tf *TLSFiles) (*Member, error) {
+func startOne(dir, name, host string, port int, cs *clusterSpec, tf *TLSFiles) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
@@ -162,9 +189,12 @@ func startOne(dir, name, host string, cs *clusterSpec, tf *TLSFiles) (*Member, e
 	// The client port is chosen before start rather than left at 0: etcd's
 	// JSON gateway (which brindle-ipam uses) dials the configured client
 	// URL, and port 0 there means nothing.
-	cu, err := freeURL(host)
-	if err != nil {
-		return nil, err
+	cu := "http://" + net.JoinHostPort(host, fmt.Sprint(port))
+	if port == 0 {
+		var err error
+		if cu, err = freeURL(host); err != nil {
+			return nil, err
+		}
 	}
 	client, _ := url.Parse(cu)
 	scheme := "http://"

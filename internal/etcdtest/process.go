@@ -29,16 +29,30 @@ import (
 // process would open that one from the wrong namespace. The process dies
 // with its parent.
 func StartProcess(n ns.NetNS, bin, dir, host string) (*Member, error) {
+	return StartProcessWith(n, bin, dir, host, MemberOptions{})
+}
+
+// StartProcessWith is StartProcess with options: a fixed client port (to
+// start a stopped member again where its clients look for it) or a member
+// of a cluster.
+func StartProcessWith(n ns.NetNS, bin, dir, host string, o MemberOptions) (*Member, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(bin, "labetcd"), "--dir", filepath.Join(dir, "data"), "--host", host)
+	args := []string{"--dir", filepath.Join(dir, "data"), "--host", host}
+	if o.ClientPort != 0 {
+		args = append(args, "--port", fmt.Sprint(o.ClientPort))
+	}
+	if o.InitialCluster != "" {
+		args = append(args, "--name", o.Name, "--peer-url", o.PeerURL, "--initial-cluster", o.InitialCluster)
+	}
+	cmd := exec.Command(filepath.Join(bin, "labetcd"), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(dir, "etcd.log")
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +71,7 @@ func StartProcess(n ns.NetNS, bin, dir, host string) (*Member, error) {
 		close(done)
 	}()
 	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a stalled member must hear the TERM
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-done:
@@ -77,8 +92,8 @@ func StartProcess(n ns.NetNS, bin, dir, host string) (*Member, error) {
 			b, _ := os.ReadFile(logPath)
 			return nil, fmt.Errorf("labetcd exited: %s", b)
 		}
-		return &Member{Name: "process", Endpoint: u, stop: stop}, nil
-	case <-time.After(40 * time.Second):
+		return &Member{Name: "process", Endpoint: u, stop: stop, Process: cmd.Process}, nil
+	case <-time.After(60 * time.Second):
 		stop()
 		return nil, fmt.Errorf("labetcd did not start in 40s")
 	}

@@ -31,7 +31,7 @@ func StartTLS(tb testing.TB) (*Member, *TLSFiles) {
 	if err != nil {
 		tb.Fatalf("make test pki: %v", err)
 	}
-	m, err := startOne(tb.TempDir(), "default", localhost, nil, tf)
+	m, err := startOne(tb.TempDir(), "default", localhost, 0, nil, tf)
 	if err != nil {
 		tb.Fatalf("start embedded etcd with tls: %v", err)
 	}

@@ -45,6 +45,10 @@ type Node struct {
 	cni    *libcni.CNIConfig
 	list   *libcni.NetworkConfigList
 
+	// ExtraArgs are brindled flags for this node only, after the lab's
+	// (a later flag wins).
+	ExtraArgs []string
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -158,7 +162,9 @@ func (n *Node) Start() error {
 	}
 	args := append([]string{"--nodename", n.Name, "--nodename-file", n.nodenameFile(), "--mtu-file", n.MTUFile(), "--ip", "autodetect",
 		"--etcd-endpoints", n.lab.EtcdURL, "--health-listen", HealthAddr, "--log-level", "debug",
-		"--nodeapi-socket", n.NodeAPISocket()}, n.lab.cfg.DaemonArgs...)
+		"--nodeapi-socket", n.NodeAPISocket(),
+		"--state-file", filepath.Join(n.dir, "state.json")}, n.lab.cfg.DaemonArgs...)
+	args = append(args, n.ExtraArgs...)
 	cmd := exec.Command(filepath.Join(n.lab.cfg.BinDir, "brindled"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The daemon dies with the lab, even if the test process is killed.

@@ -17,8 +17,13 @@ import (
 func main() {
 	dir := flag.String("dir", "", "data directory")
 	host := flag.String("host", "127.0.0.1", "address to listen on")
+	var o etcdtest.MemberOptions
+	flag.IntVar(&o.ClientPort, "port", 0, "client port (0: any free one)")
+	flag.StringVar(&o.Name, "name", "", "member name, in a cluster")
+	flag.StringVar(&o.PeerURL, "peer-url", "", "this member's peer URL, in a cluster")
+	flag.StringVar(&o.InitialCluster, "initial-cluster", "", "name=peerURL,... of every member, in a cluster")
 	flag.Parse()
-	m, err := etcdtest.StartMember(*dir, *host)
+	m, err := etcdtest.StartMemberWith(*dir, *host, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "labetcd:", err)
 		os.Exit(1)
