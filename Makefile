@@ -18,7 +18,7 @@ IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane image kind-conformance clean
+.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
 
 all: build
 
@@ -75,9 +75,34 @@ bench-bgp: build testbins
 bench-dataplane: build testbins
 	$(GO) run ./test/benchdataplane -bin $(abspath $(BIN))
 
-# brindle's image (conf/k8s runs it). Needs Docker with BuildKit; not on the dev machine.
-image:
-	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) .
+# brindle's image (conf/k8s runs it), built without a container engine:
+# bin/brindle-image.tar, for `ctr images import`, `docker load -i` or
+# `kind load image-archive`. The test cluster and kind use this one.
+image: build refplugins
+	scripts/image.sh $(abspath $(BIN))/brindle-image.tar $(IMAGE)
+
+# A real Kubernetes v1.34.4 (built from the Go module proxy into
+# /var/cache/brindle-k8s) on this machine: a control-plane node and two
+# workers in namespaces, brindle installed from conf/k8s/ (docs/kubernetes.md).
+k8s-build:
+	test/k8s/build.sh
+k8s-up:
+	test/k8s/cluster.sh up
+k8s-down:
+	test/k8s/cluster.sh down
+k8s-check:
+	test/k8s/cluster.sh check
+# What must work on the cluster: pods across nodes, Services, HostPort, DNS,
+# a DaemonSet rollout under traffic, address release, 50 pods at once.
+k8s-e2e:
+	test/k8s/smoke.sh
+# Upstream's network conformance tests (the 45 [sig-network] [Conformance]).
+k8s-conformance:
+	test/k8s/e2e.sh conformance --label-filter='Conformance && sig-network'
+# The wider [sig-network] set, less what no CNI on a bare machine provides.
+k8s-network:
+	test/k8s/e2e.sh network --label-filter='sig-network && !Serial && !Disruptive && !Flaky && !Slow && !Feature:any' \
+		--skip='LoadBalancer|IPv6|SCTP|NetworkPolicy|Netpol|\[Feature:|ESIPP|GCE|AWS|Azure'
 
 # [sig-network] [Conformance] on a kind cluster: Docker, kind, kubectl, network.
 kind-conformance:

@@ -9,7 +9,7 @@
 # Usage: test/kind/run-conformance.sh [all|image|cluster|install|e2e|down]...
 #   (default: all = image cluster install e2e, then down unless KEEP=1)
 #
-# Needs docker, kind, kubectl, curl and tar (and network access to
+# Needs go, make, docker, kind, kubectl, curl and tar (and network access to
 # dl.k8s.io and the image registries). Without kind, against any cluster in
 # the current kubeconfig whose nodes can pull $IMAGE:
 #   USE_KIND=0 test/kind/run-conformance.sh install e2e
@@ -67,11 +67,9 @@ kctl() {
 }
 
 step_image() {
-	need docker
-	log "building $IMAGE"
-	local version
-	version=$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)
-	docker build -t "$IMAGE" --build-arg VERSION="$version" "$root"
+	need go make
+	log "building $IMAGE (scripts/image.sh, the image the test cluster runs too)"
+	make -C "$root" image IMAGE="$IMAGE"
 }
 
 step_cluster() {
@@ -87,7 +85,7 @@ step_cluster() {
 		kind "${args[@]}"
 	fi
 	log "loading $IMAGE into the nodes"
-	kind load docker-image "$IMAGE" --name "$CLUSTER"
+	kind load image-archive "$root/bin/brindle-image.tar" --name "$CLUSTER"
 	if [[ $INSTALL_ETCD == 1 ]]; then
 		# Best effort: the nodes can pull it themselves.
 		if docker pull -q "$ETCD_IMAGE" >/dev/null; then
