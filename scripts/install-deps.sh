@@ -3,6 +3,7 @@
 # Idempotent and quiet when everything is there; called by `make test` and
 # by .ci/run, because CI and a new session may start on a fresh machine.
 set -euo pipefail
+# Usage: install-deps.sh [k8s]   (k8s: also what the test cluster needs)
 
 # command -> Debian package
 declare -A need=(
@@ -17,6 +18,19 @@ declare -A need=(
   [iperf3]=iperf3        # make bench-dataplane
   [ping]=iputils-ping    # full-size DF pings in the dataplane e2e tests
 )
+if [ "${1:-}" = k8s ]; then
+  need+=(
+    [containerd]=containerd   # the test cluster's nodes (test/k8s)
+    [ctr]=containerd
+    [runc]=runc
+    [debootstrap]=debootstrap # the e2e test images' rootfs
+    [openssl]=openssl         # the cluster's certificates
+    [nsenter]=util-linux
+    [conntrack]=conntrack     # kube-proxy
+    [curl]=curl
+    [/usr/lib/cni/loopback]=containernetworking-plugins  # the nodes' loopback plugin
+  )
+fi
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# What must work on the test cluster (`make k8s-e2e`): test/k8s/smoke's Go
+# tests, compiled here and run from the control plane's network namespace
+# against the cluster from `make k8s-up`. Output in test/k8s/out/smoke/.
+#   smoke.sh [go test flags, e.g. -run TestServices]
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=test/k8s/env.sh
+. "$here/env.sh"
+[ -f "$STATE/pki/admin.kubeconfig" ] || { echo "smoke: cluster $CLUSTER is not up (make k8s-up)" >&2; exit 1; }
+out=$here/out/smoke
+mkdir -p "$out"
+(cd "$here" && go test -c -o "$out/smoke.test" ./smoke)
+set +e
+nsenter --net="/run/netns/$NS_PREFIX-control-plane" -- \
+	"$out/smoke.test" -test.v -test.timeout=30m -kubeconfig="$STATE/pki/admin.kubeconfig" "$@" 2>&1 | tee "$out/smoke.log"
+rc=${PIPESTATUS[0]}
+set -e
+grep -E '^(--- |ok|FAIL|PASS)|smoke_test.go:[0-9]+: ' "$out/smoke.log" >"$out/summary.txt" || true
+exit "$rc"
