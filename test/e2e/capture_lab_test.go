@@ -316,6 +316,48 @@ func TestCapture(t *testing.T) {
 		}
 	})
 
+	// --via kube: the node API over `kubectl exec ... brindlectl
+	// node-proxy`. A stand-in for kubectl answers the two lookups and runs
+	// the exec as kubectl would, in the node (its network namespace): the
+	// pipe, node-proxy and HTTP over it are the real ones.
+	t.Run("via kubectl exec", func(t *testing.T) {
+		bin := testenv.BinDir(t)
+		script := "#!/bin/sh\ncase \"$*\" in\n"
+		for _, n := range l.Nodes {
+			script += fmt.Sprintf("*\"get pods\"*\"spec.nodeName=%s\"*) echo brindle-%s ;;\n", n.Name, n.Name)
+		}
+		script += "*\"get pod talker\"*) echo node-2 ;;\n"
+		for _, n := range l.Nodes {
+			script += fmt.Sprintf("*\"exec -i brindle-%s -c brindled -- brindlectl node-proxy\"*) exec nsenter --net=%s %s/brindlectl node-proxy --nodeapi-socket %s ;;\n",
+				n.Name, n.NS.Path(), bin, n.NodeAPISocket())
+		}
+		script += "*) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n"
+		kubectl := filepath.Join(dir, "kubectl")
+		if err := os.WriteFile(kubectl, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, "kube.pcap")
+		cmd := exec.Command(filepath.Join(bin, "brindlectl"), "capture", "default/talker", "--via", "kube", "--kubectl", kubectl,
+			"--nodeapi-socket", filepath.Join(dir, "none.sock"), "--duration", "4s", "-o", file)
+		errc := make(chan error, 1)
+		var out []byte
+		go func() { var err error; out, err = cmd.CombinedOutput(); errc <- err }()
+		time.Sleep(time.Second)
+		talk()
+		if err := <-errc; err != nil || !strings.Contains(string(out), "capture ended (duration)") {
+			t.Fatalf("capture --via kube: %v\n%s", err, out)
+		}
+		if n := len(tsharkFields(t, file, "http.request", "frame.number")); n != 2 {
+			t.Errorf("--via kube: %d HTTP requests, want 2", n)
+		}
+		pv := ctlCmd(t, l, n1, k, "pod", "default/talker", "--via", "kube", "--kubectl", kubectl, "-o", "json")
+		pv.Env = append(pv.Env, "BRINDLE_NODEAPI_SOCKET="+filepath.Join(dir, "none.sock"))
+		o, err := runIn(n1.NS, pv)
+		if err != nil || !strings.Contains(o, `"hostVeth": "`+talker.HostVeth+`"`) || !strings.Contains(o, "via 198.19.1.12 from 198.19.1.12") {
+			t.Errorf("pod --via kube: %v\n%s", err, o)
+		}
+	})
+
 	t.Run("TLS listener refuses clients without a certificate", func(t *testing.T) {
 		err := n1.NS.Do(func(ns.NetNS) error {
 			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", n2.Addr.Addr().String()+":9098", &tls.Config{InsecureSkipVerify: true})
