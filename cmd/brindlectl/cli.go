@@ -35,6 +35,9 @@ type app struct {
 	argv0       string
 	args        []string
 	etcdFlagSet bool
+	// clusterNode, when set, is the node whose brindle-node pod runs an
+	// in-cluster command (the pod's node for `pod`).
+	clusterNode string
 }
 
 // env is what a command that talks to etcd works with; ctx carries the

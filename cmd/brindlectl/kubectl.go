@@ -50,9 +50,13 @@ func (e errRanInCluster) Error() string {
 func (a *app) runInCluster(args []string) error {
 	kubectl := getenv("BRINDLE_KUBECTL", "kubectl")
 	ns := "brindle-system"
+	sel := "status.phase=Running"
+	if a.clusterNode != "" {
+		sel += ",spec.nodeName=" + a.clusterNode
+	}
 	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 	out, err := exec.CommandContext(ctx, kubectl, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=brindle-node",
-		"--field-selector", "status.phase=Running", "-o", "jsonpath={.items[0].metadata.name}").Output()
+		"--field-selector", sel, "-o", "jsonpath={.items[0].metadata.name}").Output()
 	cancel()
 	pod := strings.TrimSpace(string(out))
 	if err != nil || pod == "" {

@@ -84,6 +84,12 @@ Nodes are reached as for capture (--via; docs/cli.md).`,
 			if err != nil {
 				return err
 			}
+			if a.etcdInCluster() {
+				// Run in the brindle-node pod of the pod's own node.
+				if a.clusterNode, err = nf.kubePodNode(a.ctx, ns, pod); err != nil {
+					return err
+				}
+			}
 			v, err := a.podView(&nf, ns, pod)
 			if err != nil {
 				return err
