@@ -17,6 +17,8 @@ declare -A need=(
   [tcpdump]=tcpdump      # the encapsulation e2e tests capture on the underlay
   [iperf3]=iperf3        # make bench-dataplane
   [ping]=iputils-ping    # full-size DF pings in the dataplane e2e tests
+  [tshark]=tshark        # the capture e2e test reads brindlectl capture's files with it
+  [curl]=curl            # HTTP traffic in the capture e2e test
 )
 if [ "${1:-}" = k8s ]; then
   need+=(
