@@ -58,8 +58,13 @@ func DesiredPeers(self *conf.Node, nodes []conf.Node, cfg *conf.BGPConfiguration
 		if err != nil || (selfOK && a == selfAddr.Addr()) {
 			continue
 		}
-		out[a] = PeerSpec{Address: a, ASN: p.Spec.ASNumber, Port: p.Spec.Port, Password: p.Spec.Password,
-			MultihopTTL: p.Spec.MultihopTTL, Passive: p.Spec.Passive, Name: p.Metadata.Name, Kind: "bgppeer"}
+		spec := PeerSpec{Address: a, ASN: p.Spec.ASNumber, Port: p.Spec.Port, Password: p.Spec.Password,
+			MultihopTTL: p.Spec.MultihopTTL, Passive: p.Spec.Passive, Name: p.Metadata.Name, Kind: "bgppeer",
+			RestartAfter: p.Spec.MaxPrefixesRestartSeconds}
+		if p.Spec.MaxPrefixes != nil {
+			spec.MaxPrefixes = *p.Spec.MaxPrefixes
+		}
+		out[a] = spec
 	}
 	list := make([]PeerSpec, 0, len(out))
 	for _, p := range out {

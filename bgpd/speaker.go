@@ -42,6 +42,11 @@ type PeerSpec struct {
 	Kind string
 	// LocalAddress, when set, is the session's source address.
 	LocalAddress netip.Addr
+	// MaxPrefixes, when not 0, bounds what the peer may send per family;
+	// one more closes the session, which is tried again after
+	// RestartAfter seconds.
+	MaxPrefixes  uint32
+	RestartAfter int
 }
 
 // Path is a best path learned from a peer.
@@ -75,6 +80,7 @@ type Speaker struct {
 	exported map[netip.Prefix][]byte // prefix -> path UUID
 	ranges   map[string]ImportRange  // import defined-set entries
 	rib      map[netip.Prefix]Path
+	reenable map[netip.Addr]bool // peers closed for too many prefixes, waiting
 	// noExport and external are what SetNoExport last installed.
 	noExport []netip.Prefix
 	external []netip.Addr
@@ -89,7 +95,7 @@ func NewSpeaker(ctx context.Context, g GlobalSpec, log *slog.Logger) (*Speaker, 
 	go s.Serve() // must run before any other call, or the call blocks forever
 	sp := &Speaker{s: s, log: log, global: g,
 		peers: map[netip.Addr]PeerSpec{}, exported: map[netip.Prefix][]byte{}, ranges: map[string]ImportRange{},
-		rib: map[netip.Prefix]Path{}, changed: make(chan struct{}, 1), events: make(chan struct{}, 1)}
+		rib: map[netip.Prefix]Path{}, reenable: map[netip.Addr]bool{}, changed: make(chan struct{}, 1), events: make(chan struct{}, 1)}
 	gl := &api.Global{
 		Asn: g.ASN, RouterId: g.RouterID.String(), ListenPort: int32(g.ListenPort), ListenAddresses: g.ListenAddresses,
 	}
@@ -146,6 +152,9 @@ func (sp *Speaker) PeerEvents() <-chan struct{} { return sp.events }
 // signals; the work happens on the controller's loop.
 func (sp *Speaker) onEvent(r *api.WatchEventResponse) {
 	if p := r.GetPeer(); p != nil {
+		if st := p.GetPeer().GetState(); st != nil && st.AdminState == api.PeerState_PFX_CT {
+			sp.overLimit(st.NeighborAddress)
+		}
 		signal(sp.events)
 		return
 	}
@@ -183,6 +192,44 @@ func (sp *Speaker) onEvent(r *api.WatchEventResponse) {
 	if changed {
 		signal(sp.changed)
 	}
+}
+
+// overLimit handles a session GoBGP closed because the peer sent more than
+// its MaxPrefixes: GoBGP leaves it administratively down; it is enabled
+// again after the peer's RestartAfter, so a peer that sends too much is
+// kept out for that long each time and the memory it costs stays bounded.
+func (sp *Speaker) overLimit(addr string) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return
+	}
+	sp.mu.Lock()
+	spec, ok := sp.peers[a]
+	pending := sp.reenable[a]
+	if ok && !pending {
+		sp.reenable[a] = true
+	}
+	sp.mu.Unlock()
+	if !ok || pending {
+		return
+	}
+	after := time.Duration(spec.RestartAfter) * time.Second
+	sp.log.Warn("BGP peer sent more than its maxPrefixes; session closed", "peer", a, "name", spec.Name,
+		"maxPrefixes", spec.MaxPrefixes, "retryAfter", after)
+	time.AfterFunc(after, func() {
+		sp.mu.Lock()
+		delete(sp.reenable, a)
+		cur, still := sp.peers[a]
+		sp.mu.Unlock()
+		if !still || cur != spec {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := sp.s.EnablePeer(ctx, &api.EnablePeerRequest{Address: a.String()}); err != nil {
+			sp.log.Warn("re-enable BGP peer after maxPrefixes", "peer", a, "err", err)
+		}
+	})
 }
 
 func signal(c chan struct{}) {
@@ -292,6 +339,9 @@ func (sp *Speaker) apiPeer(w PeerSpec) *api.Peer {
 	}
 	for _, f := range families {
 		as := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true}}
+		if w.MaxPrefixes > 0 {
+			as.PrefixLimits = &api.PrefixLimit{Family: f, MaxPrefixes: w.MaxPrefixes, ShutdownThresholdPct: 80}
+		}
 		if sp.global.GR {
 			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 		}

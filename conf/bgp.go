@@ -137,7 +137,22 @@ type BGPPeerSpec struct {
 	MultihopTTL int `json:"multihopTTL"`
 	// Passive waits for the peer to connect.
 	Passive bool `json:"passive"`
+	// MaxPrefixes bounds, per address family, the prefixes the peer may
+	// send (counted before the import policy: what brindled has to hold).
+	// One more closes the session with a Cease (maximum number of prefixes
+	// reached); it is tried again after MaxPrefixesRestartSeconds. 0 is no
+	// limit. Default DefaultMaxPrefixes.
+	MaxPrefixes *uint32 `json:"maxPrefixes,omitempty"`
+	// MaxPrefixesRestartSeconds is how long a session closed for too many
+	// prefixes stays down before it is tried again. Default 60.
+	MaxPrefixesRestartSeconds int `json:"maxPrefixesRestartSeconds"`
 }
+
+// DefaultMaxPrefixes is a BGPPeer's prefix limit per family when unset:
+// far above what a cluster's pools make (a peer's useful routes are the
+// blocks and borrowed addresses of the pools), far below a full Internet
+// table.
+const DefaultMaxPrefixes = 10000
 
 // Default fills every unset field; the only place peer defaults live.
 func (p *BGPPeer) Default() {
@@ -155,6 +170,12 @@ func (p *BGPPeer) Default() {
 	}
 	if p.Spec.MultihopTTL == 0 {
 		p.Spec.MultihopTTL = 1
+	}
+	if p.Spec.MaxPrefixes == nil {
+		p.Spec.MaxPrefixes = ptr(uint32(DefaultMaxPrefixes))
+	}
+	if p.Spec.MaxPrefixesRestartSeconds == 0 {
+		p.Spec.MaxPrefixesRestartSeconds = 60
 	}
 }
 
@@ -181,6 +202,9 @@ func (p *BGPPeer) Validate() error {
 	}
 	if p.Spec.MultihopTTL < 1 || p.Spec.MultihopTTL > 255 {
 		return fmt.Errorf("spec.multihopTTL %d: out of range 1-255", p.Spec.MultihopTTL)
+	}
+	if p.Spec.MaxPrefixesRestartSeconds < 1 || p.Spec.MaxPrefixesRestartSeconds > 65535 {
+		return fmt.Errorf("spec.maxPrefixesRestartSeconds %d: out of range 1-65535", p.Spec.MaxPrefixesRestartSeconds)
 	}
 	if len(p.Spec.Password) > 80 {
 		return fmt.Errorf("spec.password: %d characters; TCP MD5 keys are at most 80", len(p.Spec.Password))

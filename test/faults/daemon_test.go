@@ -78,7 +78,6 @@ func TestASNumberChangeAtRunTime(t *testing.T) {
 	figures(t, "AS 64512 -> 64600 at run time: every session Established again after %s", took.Round(100*time.Millisecond))
 }
 
-
 // Defect 9 (issue 12): a brindled restarted while etcd is down comes up
 // from its last known state (kept on disk), peers again and keeps its
 // routes; when etcd returns it catches up.
