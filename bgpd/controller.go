@@ -219,8 +219,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			continue
 		case <-c.cfg.RouteEvents:
 			c.cfg.Log.Info("a brindle route was removed behind brindled's back; resyncing")
+			c.cfg.FIB.Invalidate()
 		case <-ticker.C:
 			config = true
+			c.cfg.FIB.Invalidate()
 		case <-hold.C:
 			if c.holdReleased() || !c.releaseHold(c.allEstablished(ctx)) {
 				continue

@@ -68,6 +68,12 @@ type RouteTable interface {
 	LinkIndex(name string) (int, error)
 }
 
+// BatchTable is a RouteTable that makes many changes at once; results[i]
+// is the outcome of ops[i] (EEXIST for an add whose destination is taken).
+type BatchTable interface {
+	Apply(ops []RouteOp) (results []error, err error)
+}
+
 // FIB keeps the kernel's brindle routes equal to a desired set. Set is
 // declarative and idempotent: given the full set it adds, replaces and
 // deletes what differs, however often it is called.
@@ -83,6 +89,9 @@ type FIB struct {
 	// conflicts are destinations a route of another owner holds; each is
 	// logged once, when it starts.
 	conflicts map[netip.Prefix]bool
+	// view is brindle's routes in the kernel as the last Set left them;
+	// nil when the kernel must be listed.
+	view map[netip.Prefix]routeKey
 }
 
 // SyncResult describes one Set.
@@ -131,78 +140,105 @@ func (f *FIB) Last() SyncResult {
 
 // Set makes the kernel hold exactly want (of the routes with brindle's
 // protocol). Routes that cannot be installed are reported together; the
-// others are still applied.
+// others are still applied. What is in the kernel is known from the last
+// Set (its view); the kernel is listed again only when the view is not
+// trusted: at the first Set, after a failure, and after Invalidate (a
+// periodic resync, a route removed behind brindled's back).
 func (f *FIB) Set(want []Route) (SyncResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	start := time.Now()
 	res := SyncResult{At: start}
-	wantBy := make(map[netip.Prefix]*netlink.Route, len(want))
 	var errs []error
-	for _, r := range want {
-		nr, err := f.render(r)
+	links := map[string]int{} // device indexes, looked up once per Set
+	type wanted struct {
+		key routeKey
+		i   int // in want
+	}
+	wantBy := make(map[netip.Prefix]wanted, len(want))
+	for i, r := range want {
+		k, err := f.keyOf(r, links)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("route %s: %w", r, err))
 			continue
 		}
-		wantBy[r.Dst.Masked()] = nr
+		wantBy[r.Dst.Masked()] = wanted{k, i}
 	}
-	have, err := f.t.List()
-	if err != nil {
-		res.Err = err.Error()
-		f.last = res
-		return res, fmt.Errorf("list routes: %w", err)
-	}
-	done := make(map[netip.Prefix]bool, len(have))
-	ours := make(map[netip.Prefix]bool, len(have))
-	for i := range have {
-		h := &have[i]
-		dst := prefixOf(h.Dst, h.Family)
-		ours[dst] = true
-		w, ok := wantBy[dst]
-		switch {
-		case !ok && f.holdDeletes:
-			res.Held++
-		case !ok:
-			if err := f.t.Delete(h); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("delete %s: %w", dst, err))
-				continue
-			}
-			res.Deleted++
-			f.log.Debug("route deleted", "dst", dst)
-		case sameRoute(h, w):
-			done[dst] = true
+	if f.view == nil {
+		have, err := f.t.List()
+		if err != nil {
+			res.Err = err.Error()
+			f.last = res
+			return res, fmt.Errorf("list routes: %w", err)
 		}
+		f.view = make(map[netip.Prefix]routeKey, len(have))
+		for i := range have {
+			f.view[prefixOf(have[i].Dst, have[i].Family)] = kernelKey(&have[i])
+		}
+	}
+	// The changes, in the order they are made: deletes, then replaces of
+	// brindle's own routes, then exclusive adds. Only a route of brindle's
+	// own is ever replaced; anything else is created exclusively: the
+	// kernel matches routes by destination and metric, not protocol, so a
+	// replace would take over a local pod's route (and a later sync would
+	// delete it). Only the routes that change are rendered.
+	var ops []RouteOp
+	var dsts []netip.Prefix
+	installed := 0
+	for dst, h := range f.view {
+		if _, ok := wantBy[dst]; ok {
+			continue
+		}
+		if f.holdDeletes {
+			res.Held++
+			continue
+		}
+		ops, dsts = append(ops, RouteOp{Route: h.route(dst), Kind: RouteDelete}), append(dsts, dst)
+	}
+	for dst, w := range wantBy {
+		h, ours := f.view[dst]
+		kind := RouteAdd
+		switch {
+		case ours && h.same(w.key):
+			installed++
+			continue
+		case ours:
+			kind = RouteReplace
+		}
+		ops, dsts = append(ops, RouteOp{Route: f.render(want[w.i], w.key), Kind: kind}), append(dsts, dst)
+	}
+	results, err := f.apply(ops)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	conflicts := map[netip.Prefix]bool{}
-	for dst, w := range wantBy {
-		if done[dst] {
-			continue
-		}
-		// Only a route of brindle's own is ever replaced. Anything else is
-		// created exclusively: the kernel matches routes by destination and
-		// metric, not protocol, so a replace would take over a local pod's
-		// route (and a later sync would delete it).
-		var err error
-		if ours[dst] {
-			err = f.t.Replace(w)
-		} else {
-			err = f.t.Add(w)
-		}
-		if errors.Is(err, unix.EEXIST) {
+	for i, op := range ops {
+		dst, err := dsts[i], results[i]
+		switch {
+		case op.Kind == RouteDelete && (err == nil || errors.Is(err, unix.ESRCH)):
+			delete(f.view, dst)
+			res.Deleted++
+			f.log.Debug("route deleted", "dst", dst)
+		case op.Kind == RouteDelete:
+			errs = append(errs, fmt.Errorf("delete %s: %w", dst, err))
+		case op.Kind == RouteAdd && errors.Is(err, unix.EEXIST):
 			conflicts[dst] = true
 			if !f.conflicts[dst] {
-				f.log.Warn("route not installed: another route holds the destination and is left alone", "route", describe(w))
+				f.log.Warn("route not installed: another route holds the destination and is left alone", "route", describe(op.Route))
 			}
-			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("install %s: %w", describe(op.Route), err))
+			if op.Kind == RouteReplace {
+				f.view = nil // what the kernel holds for dst is not known now
+			}
+		default:
+			if f.view != nil {
+				f.view[dst] = wantBy[dst].key
+			}
+			res.Added++
+			installed++
+			f.log.Debug("route installed", "route", describe(op.Route))
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("install %s: %w", describe(w), err))
-			continue
-		}
-		res.Added++
-		done[dst] = true
-		f.log.Debug("route installed", "route", describe(w))
 	}
 	for dst := range f.conflicts {
 		if !conflicts[dst] {
@@ -211,56 +247,111 @@ func (f *FIB) Set(want []Route) (SyncResult, error) {
 	}
 	f.conflicts = conflicts
 	res.Conflicts = len(conflicts)
-	res.Installed = len(done)
+	res.Installed = installed
 	res.Took = time.Since(start)
 	err = errors.Join(errs...)
 	if err != nil {
 		res.Err = err.Error()
+		f.view = nil // list again next time
 	}
 	f.last = res
 	return res, err
 }
 
-func (f *FIB) render(r Route) (*netlink.Route, error) {
-	nr := &netlink.Route{
-		Dst:      ipNet(r.Dst.Masked()),
-		Protocol: RouteProtocol,
-		Table:    unix.RT_TABLE_MAIN,
-		Family:   netlink.FAMILY_V4,
-	}
-	if r.Dst.Addr().Is6() {
-		nr.Family = netlink.FAMILY_V6
-	}
-	if r.Type == Blackhole {
-		nr.Type = unix.RTN_BLACKHOLE
-		return nr, nil
-	}
-	nr.Type = unix.RTN_UNICAST
-	if r.Gw.IsValid() {
-		nr.Gw = net.IP(r.Gw.AsSlice())
-	}
-	if r.Dev != "" {
-		idx, err := f.t.LinkIndex(r.Dev)
-		if err != nil {
-			return nil, fmt.Errorf("device %s: %w", r.Dev, err)
-		}
-		nr.LinkIndex = idx
-	}
-	if r.OnLink {
-		nr.Flags = int(netlink.FLAG_ONLINK)
-	}
-	return nr, nil
+// routeKey is what route sync compares of a route; the kernel fills in the
+// rest. A wanted route without a device (link 0) matches any device.
+type routeKey struct {
+	typ    int
+	gw     netip.Addr
+	link   int
+	onlink bool
 }
 
-// sameRoute compares what brindle sets; the kernel fills in the rest.
-func sameRoute(h, w *netlink.Route) bool {
-	if h.Type != w.Type || !h.Gw.Equal(w.Gw) {
-		return false
+func (h routeKey) same(w routeKey) bool {
+	return h.typ == w.typ && h.gw == w.gw && (w.link == 0 || h.link == w.link) && h.onlink == w.onlink
+}
+
+// route is a kernel route with this key at dst, for deleting it.
+func (h routeKey) route(dst netip.Prefix) *netlink.Route {
+	r := &netlink.Route{Dst: ipNet(dst), Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, Family: netlink.FAMILY_V4,
+		Type: h.typ, LinkIndex: h.link}
+	if dst.Addr().Is6() {
+		r.Family = netlink.FAMILY_V6
 	}
-	if w.LinkIndex != 0 && h.LinkIndex != w.LinkIndex {
-		return false
+	if h.gw.IsValid() {
+		r.Gw = net.IP(h.gw.AsSlice())
 	}
-	return h.Flags&int(netlink.FLAG_ONLINK) == w.Flags&int(netlink.FLAG_ONLINK)
+	if h.onlink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return r
+}
+
+func kernelKey(r *netlink.Route) routeKey {
+	k := routeKey{typ: r.Type, link: r.LinkIndex, onlink: r.Flags&int(netlink.FLAG_ONLINK) != 0}
+	if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+		k.gw = gw.Unmap()
+	}
+	return k
+}
+
+// keyOf is the key of a wanted route; links caches device indexes.
+func (f *FIB) keyOf(r Route, links map[string]int) (routeKey, error) {
+	if r.Type == Blackhole {
+		return routeKey{typ: unix.RTN_BLACKHOLE}, nil
+	}
+	k := routeKey{typ: unix.RTN_UNICAST, gw: r.Gw.Unmap(), onlink: r.OnLink}
+	if r.Dev != "" {
+		idx, ok := links[r.Dev]
+		if !ok {
+			var err error
+			if idx, err = f.t.LinkIndex(r.Dev); err != nil {
+				return k, fmt.Errorf("device %s: %w", r.Dev, err)
+			}
+			links[r.Dev] = idx
+		}
+		k.link = idx
+	}
+	return k, nil
+}
+
+// Invalidate makes the next Set list the kernel instead of trusting what
+// the last one left: for a periodic resync, or when a route may have been
+// changed by someone else.
+func (f *FIB) Invalidate() {
+	f.mu.Lock()
+	f.view = nil
+	f.mu.Unlock()
+}
+
+// apply makes the changes: all at once when the table can (BatchTable),
+// else one by one. results[i] is the outcome of ops[i].
+func (f *FIB) apply(ops []RouteOp) ([]error, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	if bt, ok := f.t.(BatchTable); ok {
+		return bt.Apply(ops)
+	}
+	results := make([]error, len(ops))
+	for i, op := range ops {
+		switch op.Kind {
+		case RouteDelete:
+			results[i] = f.t.Delete(op.Route)
+		case RouteReplace:
+			results[i] = f.t.Replace(op.Route)
+		default:
+			results[i] = f.t.Add(op.Route)
+		}
+	}
+	return results, nil
+}
+
+// render is the kernel route for r, whose key is k.
+func (f *FIB) render(r Route, k routeKey) *netlink.Route {
+	nr := k.route(r.Dst.Masked())
+	nr.Scope = netlink.SCOPE_UNIVERSE
+	return nr
 }
 
 func describe(r *netlink.Route) string {
@@ -297,11 +388,42 @@ func prefixOf(n *net.IPNet, family int) netip.Prefix {
 }
 
 // Netlink is the real RouteTable, on a netlink handle (the daemon's own
-// namespace, or another through netlink.NewHandleAt).
-type Netlink struct{ H *netlink.Handle }
+// namespace, or another through netlink.NewHandleAt). With Sock (a
+// RouteSocket of the same namespace) it lists and changes routes in bulk.
+type Netlink struct {
+	H    *netlink.Handle
+	Sock *RouteSocket
+}
+
+// Apply implements BatchTable, through Sock when there is one.
+func (n Netlink) Apply(ops []RouteOp) ([]error, error) {
+	if n.Sock != nil {
+		return n.Sock.Apply(ops)
+	}
+	results := make([]error, len(ops))
+	for i, op := range ops {
+		switch op.Kind {
+		case RouteDelete:
+			results[i] = n.Delete(op.Route)
+		case RouteReplace:
+			results[i] = n.Replace(op.Route)
+		default:
+			results[i] = n.Add(op.Route)
+		}
+	}
+	return results, nil
+}
 
 // List implements RouteTable.
 func (n Netlink) List() ([]netlink.Route, error) {
+	if n.Sock != nil {
+		v4, err := n.Sock.Dump(unix.AF_INET)
+		if err != nil {
+			return nil, err
+		}
+		v6, err := n.Sock.Dump(unix.AF_INET6)
+		return append(v4, v6...), err
+	}
 	var out []netlink.Route
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		var rs []netlink.Route

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -14,8 +15,15 @@ import (
 // Defect 1 (issue 12): a learned /32 that equals a local pod's address (a
 // borrowed address, or a peer announcing a pool /32) must not replace the
 // pod's `X/32 dev bri…` route, nor may a later sync delete it. Real
-// netlink in a throwaway namespace.
+// netlink in a throwaway namespace; both with route changes one by one
+// and in bulk through a RouteSocket.
 func TestFIBNeverReplacesForeignRoutes(t *testing.T) {
+	for _, bulk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one by one", true: "bulk"}[bulk], func(t *testing.T) { testFIBNeverReplacesForeignRoutes(t, bulk) })
+	}
+}
+
+func testFIBNeverReplacesForeignRoutes(t *testing.T, bulk bool) {
 	testenv.RequireRoot(t)
 	n := testenv.NewNS(t)
 	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
@@ -41,7 +49,14 @@ func TestFIBNeverReplacesForeignRoutes(t *testing.T) {
 	if err := h.RouteAdd(podRoute); err != nil {
 		t.Fatal(err)
 	}
-	fib := NewFIB(Netlink{H: h}, quiet(), false)
+	table := Netlink{H: h}
+	if bulk {
+		if err := n.Do(func(ns.NetNS) error { table.Sock, err = OpenRouteSocket(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer table.Sock.Close()
+	}
+	fib := NewFIB(table, quiet(), false)
 	res, err := fib.Set([]Route{
 		{Dst: pod, Gw: netip.MustParseAddr("10.0.0.2")},
 		{Dst: netip.MustParsePrefix("10.244.6.0/26"), Gw: netip.MustParseAddr("10.0.0.2")},

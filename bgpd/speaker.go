@@ -247,7 +247,13 @@ func (sp *Speaker) RIB() []Path {
 	for _, p := range sp.rib {
 		out = append(out, p)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Prefix.String() < out[j].Prefix.String() })
+	// By address, not by text: the table may hold 100,000 paths.
+	slices.SortFunc(out, func(a, b Path) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
 	return out
 }
 

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/brindle-net/brindle/bgpd"
 	"github.com/brindle-net/brindle/conf"
@@ -160,7 +159,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	defer h.Close()
 	// Deletions are held after a start (graceful restart) until every
 	// session is up, or --gr-hold at most.
-	fib := bgpd.NewFIB(bgpd.Netlink{H: h}, log, f.holdMax > 0)
+	sock, err := bgpd.OpenRouteSocket()
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	fib := bgpd.NewFIB(bgpd.Netlink{H: h, Sock: sock}, log, f.holdMax > 0)
 	cache := bgpd.NewCache(cli, log, ipam.Prefix, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
 		ipam.Prefix+"ipam/affinity/"+name+"/", ipam.Prefix+"endpoints/"+name+"/")
 	metrics := bgpd.NewMetrics()
@@ -174,7 +178,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	agent := bgpd.NewAgent(bgpd.AgentConfig{
 		Controller: bgpd.ControllerConfig{
 			NodeName: name, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
-			Resync: f.resync, HoldMax: f.holdMax, RouteEvents: watchRoutes(ctx, log),
+			Resync: f.resync, HoldMax: f.holdMax, RouteEvents: bgpd.WatchRouteDeletes(ctx, log),
 			Tunnels:     bgpd.NewTunnels(h, log),
 			TunnelAddrs: &bgpd.TunnelAddrs{Cli: cli, Alloc: ipam.New(etcdgrpc.New(cli))},
 			NAT:         bgpd.NewNAT(log),
@@ -209,30 +213,6 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	agent.Stop(f.deregister)
 	return err
-}
-
-// watchRoutes signals when a route with brindle's protocol is deleted, so
-// that a route removed by hand comes back at once.
-func watchRoutes(ctx context.Context, log *slog.Logger) <-chan struct{} {
-	out := make(chan struct{}, 1)
-	ch := make(chan netlink.RouteUpdate, 256)
-	if err := netlink.RouteSubscribeWithOptions(ch, ctx.Done(), netlink.RouteSubscribeOptions{
-		ErrorCallback: func(err error) { log.Warn("route watch", "err", err) },
-	}); err != nil {
-		log.Warn("cannot watch routes; relying on periodic resync", "err", err)
-		return out
-	}
-	go func() {
-		for u := range ch {
-			if u.Type == unix.RTM_DELROUTE && u.Route.Protocol == bgpd.RouteProtocol {
-				select {
-				case out <- struct{}{}:
-				default:
-				}
-			}
-		}
-	}()
-	return out
 }
 
 func parseLabels(s string) (map[string]string, error) {
