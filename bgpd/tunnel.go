@@ -176,10 +176,10 @@ func (t *Tunnels) linkAttrs(l netlink.Link, mtu int, mac net.HardwareAddr) error
 	return nil
 }
 
-// tunl0Label marks the address brindle puts on tunl0: the host may use
+// IPIPAddrLabel marks the address brindle puts on tunl0: the host may use
 // that device for tunnels of its own, and their addresses are not brindle's
 // to remove. (An IPv4 address label must start with the device's name.)
-const tunl0Label = IPIPDevice + ":brindle"
+const IPIPAddrLabel = IPIPDevice + ":brindle"
 
 // setAddr leaves want/32 (or nothing, if want is not valid) as the link's
 // IPv4 address. With label empty the link is brindle's and every other
@@ -277,7 +277,7 @@ func (t *Tunnels) setIPIP(s *IPIPSpec) error {
 		}
 		// The fallback device stays; take brindle's address off it, and
 		// set it down only if nothing else uses it.
-		foreign, removed, err := t.setAddr(l, netip.Addr{}, tunl0Label)
+		foreign, removed, err := t.setAddr(l, netip.Addr{}, IPIPAddrLabel)
 		if err != nil {
 			return err
 		}
@@ -302,7 +302,7 @@ func (t *Tunnels) setIPIP(s *IPIPSpec) error {
 		return err
 	}
 	t.ipipUp = true
-	_, _, err = t.setAddr(l, s.Addr, tunl0Label)
+	_, _, err = t.setAddr(l, s.Addr, IPIPAddrLabel)
 	return err
 }
 

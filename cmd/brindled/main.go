@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/brindle-net/brindle/ipam"
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 	"github.com/brindle-net/brindle/nodeapi"
+	"github.com/brindle-net/brindle/uninstall"
 )
 
 type flags struct {
@@ -145,8 +147,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return nil
 	}
 
-	// A node routes for its pods: forwarding on in both families.
-	for _, s := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+	// A node routes for its pods: forwarding on in both families. What it
+	// was before brindle is recorded once, for `brindlectl uninstall
+	// --restore-forwarding`.
+	if err := uninstall.RecordForwarding(filepath.Dir(f.nodenameFile)); err != nil {
+		log.Warn("cannot record the forwarding sysctls", "err", err)
+	}
+	for _, s := range uninstall.ForwardingSysctls {
 		if err := sysctl.Set(s, "1"); err != nil {
 			log.Warn("cannot enable forwarding", "err", err)
 		}

@@ -101,7 +101,7 @@ func stripComments(s string) string {
 func manifestFiles(t *testing.T) []string {
 	t.Helper()
 	var files []string
-	for _, pat := range []string{"*.yaml", "etcd/*.yaml"} {
+	for _, pat := range []string{"*.yaml", "etcd/*.yaml", "uninstall/*.yaml"} {
 		m, err := filepath.Glob(pat)
 		if err != nil {
 			t.Fatal(err)
