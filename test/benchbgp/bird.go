@@ -77,7 +77,8 @@ func bgpToKernel(bin string, n int) (r birdRun) {
 		return r
 	}
 	defer w.close()
-	peer := `{"apiVersion":"brindle.net/v1","kind":"BGPPeer","metadata":{"name":"many"},"spec":{"peerIP":"198.19.1.250","asNumber":65001}}`
+	// maxPrefixes: the default limit (10,000 per family) is below what BIRD sends.
+	peer := `{"apiVersion":"brindle.net/v1","kind":"BGPPeer","metadata":{"name":"many"},"spec":{"peerIP":"198.19.1.250","asNumber":65001,"maxPrefixes":200000}}`
 	start := time.Now()
 	if _, err := l.Etcd.Put(ctx, ipam.Prefix+"bgp/peers/many", peer); err != nil {
 		r.err = err
