@@ -78,3 +78,17 @@ func (m *Metrics) observePeers(peers []PeerStatus) {
 		m.peers.WithLabelValues(s).Set(float64(counts[s]))
 	}
 }
+
+// WatchCache exports what the etcd cache's watches have received:
+// brindle_etcd_watch_events_total and brindle_etcd_watch_bytes_total (keys
+// and values). A node's watch traffic should follow its own pods, not the
+// cluster's (bench-bgp measures it per cluster-wide ADD).
+func (m *Metrics) WatchCache(c *Cache) {
+	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "brindle_etcd_watch_events_total",
+			Help: "Events received on the etcd watches of brindled's cache."},
+			func() float64 { e, _ := c.Received(); return float64(e) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "brindle_etcd_watch_bytes_total",
+			Help: "Bytes of keys and values received on the etcd watches of brindled's cache."},
+			func() float64 { _, b := c.Received(); return float64(b) }))
+}

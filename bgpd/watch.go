@@ -5,17 +5,25 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Cache mirrors the etcd keys under a few prefixes: listed once, then kept
-// current by one watch on their common root, re-listed when the watch breaks
-// (compaction, a lost connection). One watch, not one per prefix, so the
-// keys one transaction wrote (a block's affinity and the pod's endpoint)
-// arrive together and are never seen half applied. Changed is signalled
-// after every change.
+// Cache mirrors the etcd keys under a few prefixes: listed once at one
+// revision, then kept current by one watch per prefix (all on one gRPC
+// stream), re-listed when a watch breaks (compaction, a lost connection).
+// A node watches only what it needs — node records, BGP configuration,
+// pools, and its own claims and endpoints — not the blocks, handles and
+// endpoints of every other node, which a watch of the whole root would
+// deliver to every node for every ADD in the cluster.
+//
+// The keys one transaction wrote (a block's claim and the pod's endpoint)
+// may fall under two prefixes, and so arrive on two watches. Changed is
+// signalled only once every watch has reported a revision at least as high
+// as the newest event (its own events, or a progress notification the
+// cache asks for), so the controller never sees a transaction half applied.
 type Cache struct {
 	cli      *clientv3.Client
 	root     string
@@ -28,6 +36,10 @@ type Cache struct {
 	seeded  bool // filled from the state on disk (laststate.go)
 	lastOK  time.Time
 	changed chan struct{}
+
+	// What the watches delivered: events and bytes (keys and values), for
+	// brindle_etcd_watch_events_total and _bytes_total.
+	events, bytes atomic.Int64
 }
 
 // NewCache mirrors the keys under the given absolute prefixes, all inside root.
@@ -47,6 +59,21 @@ func (c *Cache) wanted(key string) bool {
 // Changed is signalled (coalesced) after the cache changed.
 func (c *Cache) Changed() <-chan struct{} { return c.changed }
 
+// Received reports the watch events and bytes received so far.
+func (c *Cache) Received() (events, bytes int64) { return c.events.Load(), c.bytes.Load() }
+
+// progressWait bounds the wait for the other watches' progress: an etcd
+// that does not answer progress requests (older than 3.4) only delays the
+// signal by this much.
+const progressWait = 100 * time.Millisecond
+
+// watchResp is one response of watch i.
+type watchResp struct {
+	i    int
+	resp clientv3.WatchResponse
+	ok   bool
+}
+
 // Run keeps the cache current until ctx ends.
 func (c *Cache) Run(ctx context.Context) {
 	for ctx.Err() == nil {
@@ -57,35 +84,108 @@ func (c *Cache) Run(ctx context.Context) {
 			continue
 		}
 		signal(c.changed)
-		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for wr := range c.cli.Watch(wctx, c.root, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-			if err := wr.Err(); err != nil {
-				c.log.Warn("etcd watch broke; re-listing", "err", err)
-				break
-			}
-			changed := false
-			c.mu.Lock()
-			for _, ev := range wr.Events {
-				k := string(ev.Kv.Key)
-				if !c.wanted(k) {
-					continue
-				}
-				changed = true
-				if ev.Type == clientv3.EventTypeDelete {
-					delete(c.data, k)
-				} else {
-					c.data[k] = ev.Kv.Value
-				}
-			}
-			c.lastOK = time.Now()
-			c.mu.Unlock()
-			if changed {
-				signal(c.changed)
-			}
-		}
-		wcancel()
+		c.watch(ctx, rev)
 		sleepCtx(ctx, 200*time.Millisecond)
 	}
+}
+
+// watch follows every prefix from rev+1 until a watch breaks or ctx ends.
+func (c *Cache) watch(ctx context.Context, rev int64) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	in := make(chan watchResp)
+	for i, p := range c.prefixes {
+		wch := c.cli.Watch(wctx, p, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		go func() {
+			for {
+				resp, ok := <-wch
+				select {
+				case in <- watchResp{i: i, resp: resp, ok: ok}:
+				case <-wctx.Done():
+					return
+				}
+				if !ok {
+					return
+				}
+			}
+		}()
+	}
+	// seen[i] is the revision up to which watch i has delivered everything;
+	// want is the newest event applied but not yet signalled.
+	seen := make([]int64, len(c.prefixes))
+	for i := range seen {
+		seen[i] = rev
+	}
+	var want int64
+	var timeout <-chan time.Time
+	caughtUp := func() bool {
+		for _, r := range seen {
+			if r < want {
+				return false
+			}
+		}
+		return true
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timeout:
+			if want != 0 {
+				want, timeout = 0, nil
+				signal(c.changed)
+			}
+			continue
+		case r := <-in:
+			if !r.ok || r.resp.Err() != nil {
+				c.log.Warn("etcd watch broke; re-listing", "prefix", c.prefixes[r.i], "err", r.resp.Err())
+				return
+			}
+			seen[r.i] = max(seen[r.i], r.resp.Header.Revision)
+			c.mu.Lock()
+			c.lastOK = time.Now() // events or progress: etcd answers
+			c.mu.Unlock()
+			if len(r.resp.Events) > 0 {
+				c.apply(r.resp.Events)
+				last := r.resp.Events[len(r.resp.Events)-1].Kv.ModRevision
+				seen[r.i] = max(seen[r.i], last)
+				if last > want {
+					want = last
+					if !caughtUp() {
+						// Ask every watch how far it is; the answers come
+						// after any event they have up to now.
+						if err := c.cli.RequestProgress(wctx); err != nil {
+							c.log.Debug("etcd progress request", "err", err)
+						}
+						timeout = time.After(progressWait)
+					}
+				}
+			}
+		}
+		if want != 0 && caughtUp() {
+			want, timeout = 0, nil
+			signal(c.changed)
+		}
+	}
+}
+
+// apply writes a watch's events into the cache.
+func (c *Cache) apply(evs []*clientv3.Event) {
+	var n int64
+	c.mu.Lock()
+	for _, ev := range evs {
+		k := string(ev.Kv.Key)
+		n += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(c.data, k)
+		} else {
+			c.data[k] = ev.Kv.Value
+		}
+	}
+	c.lastOK = time.Now()
+	c.mu.Unlock()
+	c.events.Add(int64(len(evs)))
+	c.bytes.Add(n)
 }
 
 // list reads every prefix at one revision (one transaction) and replaces

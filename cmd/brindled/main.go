@@ -175,6 +175,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	cache := bgpd.NewCache(cli, log, ipam.Prefix, ipam.Prefix+"nodes/", ipam.Prefix+"bgp/", ipam.Prefix+"ippools/",
 		ipam.Prefix+"ipam/affinity/"+name+"/", ipam.Prefix+"endpoints/"+name+"/")
 	metrics := bgpd.NewMetrics()
+	metrics.WatchCache(cache)
 	hostMTU, how, err := bgpd.UnderlayMTU(addr.Addr())
 	switch {
 	case err != nil:
