@@ -55,6 +55,19 @@ func (f *Filter) Match(frame []byte) bool {
 // Raw is the assembled program for SO_ATTACH_FILTER.
 func (f *Filter) Raw() []bpf.RawInstruction { return f.raw }
 
+// RawSnap is Raw with accepted packets cut to snaplen bytes by the kernel
+// (the value a socket filter returns is how much of the packet to keep).
+func (f *Filter) RawSnap(snaplen uint32) []bpf.RawInstruction {
+	out := make([]bpf.RawInstruction, len(f.raw))
+	for i, r := range f.raw {
+		if r.Op == 0x06 && r.K == 0xffffffff { // ret #k: accept
+			r.K = snaplen
+		}
+		out[i] = r
+	}
+	return out
+}
+
 // Expression combines --filter with the simple flags: --protocol (tcp,
 // udp, icmp, icmp6, sctp, arp) and --ports (a list of ports and LOW-HIGH
 // ranges), all of which must hold.

@@ -106,8 +106,9 @@ type Source interface {
 	Drops() uint
 }
 
-// OpenFunc opens a packet source on an interface with a compiled filter.
-type OpenFunc func(ifname string, f *Filter) (Source, error)
+// OpenFunc opens a packet source on an interface with a compiled filter,
+// delivering at most snaplen bytes of each packet.
+type OpenFunc func(ifname string, f *Filter, snaplen int) (Source, error)
 
 // Session is one capture: targets, filter and limits, written as pcap
 // (one target) or pcapng (several, one interface each).
@@ -151,7 +152,7 @@ func (s *Session) Run(ctx context.Context, w io.Writer, flush func()) (res Resul
 		}
 	}()
 	for _, t := range s.Targets {
-		src, err := s.Open(t.HostVeth, s.Filter)
+		src, err := s.Open(t.HostVeth, s.Filter, s.Req.Snaplen)
 		if err != nil {
 			return Result{Reason: "error", Error: fmt.Sprintf("open %s (%s): %v", t.HostVeth, t.Name(), err)}
 		}
@@ -212,11 +213,6 @@ func (s *Session) Run(ctx context.Context, w io.Writer, flush func()) (res Resul
 					}
 					return
 				}
-				// The kernel filtered already; this catches what the
-				// socket queued before the filter was attached.
-				if !s.Filter.Match(data) {
-					continue
-				}
 				if len(data) > int(snap) {
 					data = data[:snap]
 				}
@@ -265,40 +261,3 @@ func (s *Session) Run(ctx context.Context, w io.Writer, flush func()) (res Resul
 		}
 	}
 }
-
-// OpenAFPacket opens an AF_PACKET socket on ifname (in the caller's network
-// namespace) with the filter attached. The socket reads whole packets; the
-// session truncates them to the snaplen after the filter has seen them.
-func OpenAFPacket(ifname string, f *Filter) (Source, error) {
-	h, err := pcapgo.NewEthernetHandle(ifname)
-	if err != nil {
-		return nil, err
-	}
-	if err := h.SetBPF(f.Raw()); err != nil {
-		h.Close()
-		return nil, fmt.Errorf("attach filter: %w", err)
-	}
-	return &afpacket{h: h}, nil
-}
-
-type afpacket struct {
-	h     *pcapgo.EthernetHandle
-	once  sync.Once
-	drops uint
-}
-
-func (a *afpacket) ReadPacketData() ([]byte, gopacket.CaptureInfo, error) {
-	return a.h.ReadPacketData()
-}
-
-func (a *afpacket) Close() error {
-	a.once.Do(func() {
-		if st, err := a.h.Stats(); err == nil {
-			a.drops = uint(st.Drops)
-		}
-		a.h.Close()
-	})
-	return nil
-}
-
-func (a *afpacket) Drops() uint { return a.drops }

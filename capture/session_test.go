@@ -13,8 +13,10 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 )
 
-// fakeSource replays frames, then blocks until closed, like a quiet link.
+// fakeSource replays the frames its filter accepts (as the kernel runs the
+// socket filter), then blocks until closed, like a quiet link.
 type fakeSource struct {
+	filter *Filter
 	frames [][]byte
 	mu     sync.Mutex
 	closed chan struct{}
@@ -27,9 +29,12 @@ func newFake(frames ...[]byte) *fakeSource {
 
 func (f *fakeSource) ReadPacketData() ([]byte, gopacket.CaptureInfo, error) {
 	f.mu.Lock()
-	if len(f.frames) > 0 {
+	for len(f.frames) > 0 {
 		fr := f.frames[0]
 		f.frames = f.frames[1:]
+		if f.filter != nil && !f.filter.Match(fr) {
+			continue
+		}
 		f.mu.Unlock()
 		return fr, gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(fr), Length: len(fr)}, nil
 	}
@@ -50,8 +55,9 @@ func session(t *testing.T, filter string, req Request, srcs map[string]*fakeSour
 	if err := DefaultLimits.Check(&req); err != nil {
 		t.Fatal(err)
 	}
-	s := &Session{Targets: targets, Filter: f, Req: req, Open: func(ifname string, _ *Filter) (Source, error) {
+	s := &Session{Targets: targets, Filter: f, Req: req, Open: func(ifname string, f *Filter, _ int) (Source, error) {
 		if src, ok := srcs[ifname]; ok {
+			src.filter = f
 			return src, nil
 		}
 		return nil, errors.New("no such interface")

@@ -55,7 +55,7 @@ func startServer(t *testing.T, limits capture.Limits) (*Client, string, map[stri
 	ctx, cancel := context.WithCancel(context.Background())
 	stop, err := Start(ctx, Config{Node: "n1", Etcd: s.Client, Socket: sock, Limits: limits,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Open: func(ifname string, _ *capture.Filter) (capture.Source, error) {
+		Open: func(ifname string, _ *capture.Filter, _ int) (capture.Source, error) {
 			mu.Lock()
 			opened[ifname]++
 			mu.Unlock()

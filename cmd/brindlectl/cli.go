@@ -35,9 +35,6 @@ type app struct {
 	argv0       string
 	args        []string
 	etcdFlagSet bool
-	// clusterNode, when set, is the node whose brindle-node pod runs an
-	// in-cluster command (the pod's node for `pod`).
-	clusterNode string
 }
 
 // env is what a command that talks to etcd works with; ctx carries the
@@ -79,7 +76,10 @@ func (a *app) open() (*env, error) {
 // withEnv runs f with an open env and closes it after.
 func (a *app) withEnv(f func(e *env) error) error {
 	if a.etcdInCluster() {
-		return a.runInCluster(a.args)
+		if err := a.runInCluster(a.args); err != nil {
+			return err
+		}
+		return errRanInCluster{0} // done: the command ran there
 	}
 	e, err := a.open()
 	if err != nil {

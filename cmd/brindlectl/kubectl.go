@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,15 +46,16 @@ func (e errRanInCluster) Error() string {
 	return fmt.Sprintf("in-cluster brindlectl exited with status %d", e.code)
 }
 
-// runInCluster runs this command line in a brindle-node pod: the one on
-// this pod's node when the command names one (capture, pod), else any.
-func (a *app) runInCluster(args []string) error {
+// runInCluster runs this command line in a brindle-node pod.
+func (a *app) runInCluster(args []string) error { return a.runInClusterTo(args, a.out) }
+
+// runInClusterTo runs a brindlectl command line in a brindle-node pod, its
+// stdout to stdout; a failure is an
+// errRanInCluster with its exit code, and success nil.
+func (a *app) runInClusterTo(args []string, stdout io.Writer) error {
 	kubectl := getenv("BRINDLE_KUBECTL", "kubectl")
 	ns := "brindle-system"
 	sel := "status.phase=Running"
-	if a.clusterNode != "" {
-		sel += ",spec.nodeName=" + a.clusterNode
-	}
 	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 	out, err := exec.CommandContext(ctx, kubectl, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=brindle-node",
 		"--field-selector", sel, "-o", "jsonpath={.items[0].metadata.name}").Output()
@@ -94,7 +96,7 @@ func (a *app) runInCluster(args []string) error {
 		}
 	}
 	cmd := exec.CommandContext(a.ctx, kubectl, append([]string{"-n", ns, "exec", "-i", pod, "-c", "brindled", "--", "brindlectl"}, args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, a.out, a.errOut
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, stdout, a.errOut
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -102,7 +104,7 @@ func (a *app) runInCluster(args []string) error {
 		}
 		return fmt.Errorf("%s exec: %w", kubectl, err)
 	}
-	return errRanInCluster{0}
+	return nil
 }
 
 // completeScript is kubectl_complete-brindle, which kubectl (>= 1.26) runs

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -45,6 +47,7 @@ type podView struct {
 	Blocks     []blockPaths    `json:"blocks"`
 	Policies   []PodPolicy     `json:"policies"`
 	PolicyNote string          `json:"policyNote,omitempty"`
+	OtherNodes []string        `json:"otherNodes,omitempty"`
 	NodeError  string          `json:"nodeError,omitempty"`
 	node       nodeapi.PodInfo // as the node reported it
 }
@@ -66,6 +69,7 @@ type blockPaths struct {
 func newPodCmd(a *app) *cobra.Command {
 	var o outputFlag
 	var nf nodeFlags
+	var recordsOnly bool
 	c := &cobra.Command{
 		Use:   "pod NAMESPACE/POD",
 		Short: "one pod as the network sees it: node, addresses, veth, counters, routes, BGP paths, IPAM, policies",
@@ -84,11 +88,12 @@ Nodes are reached as for capture (--via; docs/cli.md).`,
 			if err != nil {
 				return err
 			}
-			if a.etcdInCluster() {
-				// Run in the brindle-node pod of the pod's own node.
-				if a.clusterNode, err = nf.kubePodNode(a.ctx, ns, pod); err != nil {
+			if recordsOnly {
+				v, err := a.podRecords(ns, pod)
+				if err != nil {
 					return err
 				}
+				return writeJSON(a.out, v)
 			}
 			v, err := a.podView(&nf, ns, pod)
 			if err != nil {
@@ -99,13 +104,37 @@ Nodes are reached as for capture (--via; docs/cli.md).`,
 	}
 	o.add(c, "table")
 	nf.add(c)
+	c.Flags().BoolVar(&recordsOnly, "records-only", false, "only what etcd holds, as JSON (what `kubectl brindle pod` runs in the cluster)")
+	c.Flags().MarkHidden("records-only")
 	return c
 }
 
 // podView gathers the view: etcd first, then the nodes, in parallel.
 func (a *app) podView(nf *nodeFlags, namespace, pod string) (*podView, error) {
+	v, err := a.podRecords(namespace, pod)
+	if err != nil {
+		return nil, err
+	}
+	a.podNodes(nf, v)
+	return v, nil
+}
+
+// podRecords reads the etcd part of the view. As the kubectl plugin without
+// etcd, it is read in the cluster (`pod --records-only` in a brindle-node
+// pod) and the nodes are then asked from here.
+func (a *app) podRecords(namespace, pod string) (*podView, error) {
+	if a.etcdInCluster() {
+		var out bytes.Buffer
+		if err := a.runInClusterTo([]string{"pod", namespace + "/" + pod, "--records-only"}, &out); err != nil {
+			return nil, err
+		}
+		v := &podView{}
+		if err := json.Unmarshal(out.Bytes(), v); err != nil {
+			return nil, fmt.Errorf("in-cluster pod records: %w", err)
+		}
+		return v, nil
+	}
 	v := &podView{Namespace: namespace, Pod: pod, Policies: []PodPolicy{}}
-	var others []string
 	err := a.withEnv(func(e *env) error {
 		eps, err := nodeapi.Endpoints(e.ctx, e.cli, "")
 		if err != nil {
@@ -145,7 +174,7 @@ func (a *app) podView(nf *nodeFlags, namespace, pod string) (*podView, error) {
 		}
 		for _, n := range nodes {
 			if n.Name != v.Node {
-				others = append(others, n.Name)
+				v.OtherNodes = append(v.OtherNodes, n.Name)
 			}
 		}
 		if policiesFor == nil {
@@ -155,10 +184,13 @@ func (a *app) podView(nf *nodeFlags, namespace, pod string) (*podView, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
+	return v, err
+}
 
+// podNodes asks the pod's node and every other node what they hold.
+func (a *app) podNodes(nf *nodeFlags, v *podView) {
+	others := v.OtherNodes
+	namespace, pod := v.Namespace, v.Pod
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wg.Add(1)
@@ -204,7 +236,6 @@ func (a *app) podView(nf *nodeFlags, namespace, pod string) (*podView, error) {
 			}
 		}
 	}
-	return v, nil
 }
 
 // nodeClient reaches a node: this node's socket when it is this node,
