@@ -92,7 +92,10 @@ func TestCaptureRequests(t *testing.T) {
 			t.Errorf("%+v: %v, want %d %q", tc.req, err, tc.status, tc.want)
 		}
 	}
-	if node, ok := IsElsewhere(func() error { _, _, err := cli.Capture(ctx, capture.Request{Namespace: "ns", Pod: "b"}, io.Discard, nil); return err }()); !ok || node != "n2" {
+	if node, ok := IsElsewhere(func() error {
+		_, _, err := cli.Capture(ctx, capture.Request{Namespace: "ns", Pod: "b"}, io.Discard, nil)
+		return err
+	}()); !ok || node != "n2" {
 		t.Errorf("elsewhere: %q %v", node, ok)
 	}
 

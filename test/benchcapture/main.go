@@ -300,4 +300,3 @@ func brindledCPU(n *lab.Node) float64 {
 	lastBrindled[pid] = now
 	return d
 }
-
