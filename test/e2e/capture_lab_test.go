@@ -251,6 +251,29 @@ func TestCapture(t *testing.T) {
 		}
 	})
 
+	t.Run("all interfaces of a pod", func(t *testing.T) {
+		multi := add(n2, "multi")
+		addr1, veth1, err := n2.AddInterface(ctx, multi, "net1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("multi: eth0 %s (%s), net1 %s (%s)", multi.Addr, multi.HostVeth, addr1, veth1)
+		file := filepath.Join(dir, "multi.pcapng")
+		wait, _ := startCapture(t, l, n1, k, file, "default/multi", "--all-interfaces", "--protocol", "icmp", "--duration", "4s")
+		run(t, peer2.NS, "ping", "-c", "3", "-i", "0.2", multi.Addr.String())
+		lab.Run(peer2.NS, "ping", "-c", "3", "-i", "0.2", "-W", "1", addr1.String()) // replies leave by eth0: only the requests matter
+		if stderr, err := wait(); err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		per := map[string]int{}
+		for _, r := range tsharkFields(t, file, "icmp.type == 8", "frame.interface_name", "ip.dst") {
+			per[r]++
+		}
+		if per["default/multi/eth0\t"+multi.Addr.String()] != 3 || per["default/multi/net1\t"+addr1.String()] != 3 || len(per) != 2 {
+			t.Errorf("echo requests per interface and destination: %v", per)
+		}
+	})
+
 	t.Run("pod view", func(t *testing.T) {
 		talk()
 		out, err := runIn(n1.NS, ctlCmd(t, l, n1, k, "pod", "default/talker", "-o", "json"))
@@ -311,7 +334,8 @@ func TestCapture(t *testing.T) {
 		}
 		t.Logf("brindlectl pod default/talker:\n%s", table)
 		list, err := runIn(n1.NS, ctlCmd(t, l, n1, k, "pod", "list", "--node", "node-2"))
-		if err != nil || strings.Count(list, "node-2") != 3 || strings.Contains(list, "peer1") {
+		// talker, peer2, noise2, and multi with two interfaces.
+		if err != nil || strings.Count(list, "node-2") != 5 || !strings.Contains(list, "net1") || strings.Contains(list, "peer1") {
 			t.Errorf("pod list --node node-2: %v\n%s", err, list)
 		}
 	})

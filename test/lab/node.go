@@ -366,6 +366,38 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 	return p, nil
 }
 
+// AddInterface attaches another interface (e.g. net1) to a pod through the
+// same plugins, as a runtime does for a pod on a second network, and returns
+// its IPv4 address and host veth. DelPod and Close detach it too.
+func (n *Node) AddInterface(ctx context.Context, p *Pod, ifname string) (netip.Addr, string, error) {
+	rt := *p.rt
+	rt.IfName = ifname
+	var res *current.Result
+	err := n.NS.Do(func(ns.NetNS) error {
+		r, err := n.cni.AddNetworkList(ctx, n.list, &rt)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		return netip.Addr{}, "", fmt.Errorf("%s: ADD %s %s: %w", n.Name, p.Name, ifname, err)
+	}
+	var addr netip.Addr
+	for _, ipc := range res.IPs {
+		if a, _ := netip.AddrFromSlice(ipc.Address.IP); a.Unmap().Is4() {
+			addr = a.Unmap()
+		}
+	}
+	prev := p.cleanup
+	p.cleanup = func() {
+		_ = n.NS.Do(func(ns.NetNS) error { return n.cni.DelNetworkList(context.Background(), n.list, &rt) })
+		prev()
+	}
+	return addr, conf.HostVethNameIf("default", p.Name, "", ifname), nil
+}
+
 // DelPod detaches and removes a pod.
 func (n *Node) DelPod(ctx context.Context, p *Pod) error {
 	err := n.NS.Do(func(ns.NetNS) error { return n.cni.DelNetworkList(ctx, n.list, p.rt) })
