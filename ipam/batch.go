@@ -34,7 +34,9 @@ type pending struct {
 	// foreign marks a release of another node's handle, made on its own
 	// after the batch (its blocks and claims are that node's).
 	foreign bool
-	// fromHandle marks an ADD answered with what its handle already holds.
+	// fromHandle marks an ADD answered with what its handle already holds,
+	// or a DEL that found no handle: both write nothing, so no guard checks
+	// the read they were decided on.
 	fromHandle bool
 }
 
@@ -171,6 +173,7 @@ func (t *txn) releaseReq(p *pending) ([]Op, []HandleAddr, error) {
 	handle := p.req.Release
 	hr := t.handles[handle]
 	p.foreign = hr != nil && hr.h.Node != t.node
+	p.fromHandle = hr == nil // "holds nothing" writes nothing: confirmed like an ADD's answer
 	if hr == nil || p.foreign {
 		return nil, nil, nil // nothing held (DEL can be repeated), or not this node's
 	}
@@ -185,8 +188,8 @@ func (t *txn) releaseReq(p *pending) ([]Op, []HandleAddr, error) {
 			released = append(released, ha)
 		}
 	}
-	return []Op{
-		{Key: handleKey(handle), Delete: true, Rev: hr.rev},
-		{Key: endpointKey(hr.h.Node, handle), Delete: true, Rev: AnyRev},
-	}, released, nil
+	return append(t.heldGuards(hr.h.Addrs),
+		Op{Key: handleKey(handle), Delete: true, Rev: hr.rev},
+		Op{Key: endpointKey(hr.h.Node, handle), Delete: true, Rev: AnyRev},
+	), released, nil
 }

@@ -420,3 +420,35 @@ func TestDelDuringOutage(t *testing.T) {
 		t.Errorf("DEL of an attachment that holds an address, etcd down: want code %d, got %v", types.ErrTryAgainLater, err)
 	}
 }
+
+// Found by the kill -9 suite (test/faults): a DEL that decided from a
+// stale copy of a block (the node-local state of a process that committed
+// an ADD and was killed before it saved the state) that the block did not
+// hold the handle's address deleted the handle anyway, without a guard on
+// the block: the address leaked, allocated to a handle that no longer
+// existed. The decision must be guarded by the block's revision.
+func TestReleaseFromStaleNodeStateLeaksNothing(t *testing.T) {
+	a, s := newAlloc(t)
+	addPool(t, a, "default", "10.244.0.0/16", nil)
+	dir := t.TempDir()
+	local := New(a.Store)
+	local.Log = quietLog()
+	local.Local = &NodeLocal{Dir: dir, Node: "n1"}
+	assign4(t, local, "n1", "first.eth0") // the state now holds the block as this ADD left it
+	// Another process's ADD commits, and dies before it can save the state.
+	late := assign4(t, a, "n1", "late.eth0")
+	if _, err := local.ReleaseHandle(ctxT(t), "late.eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := a.HandleOf(ctxT(t), "late.eth0"); h != nil {
+		t.Fatalf("handle kept: %+v", h)
+	}
+	b, _ := readBlock(t, a, late.Block)
+	if al := b.Allocations[mustOrd(b, late.Addr)]; al != nil {
+		t.Fatalf("%s leaked: the block still holds it for %+v, whose handle is gone", late.Addr, al)
+	}
+	if r, _ := a.Check(ctxT(t)); len(r.Leaks) != 0 {
+		t.Fatalf("check: %+v", r.Leaks)
+	}
+	_ = s
+}

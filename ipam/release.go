@@ -53,12 +53,36 @@ func (a *Allocator) releaseHandle(ctx context.Context, handle string) ([]HandleA
 		if err != nil {
 			return false, err
 		}
-		ops := append(append(t.ops(), emptied...),
+		ops := append(append(append(t.ops(), emptied...), t.heldGuards(h.Addrs)...),
 			Op{Key: handleKey(handle), Delete: true, Rev: res[0][0].ModRevision},
 			Op{Key: endpointKey(h.Node, handle), Delete: true, Rev: AnyRev})
 		return a.Store.Commit(ctx, ops...)
 	})
 	return released, err
+}
+
+// heldGuards guards the blocks in which a release found the handle's
+// addresses not held (and so wrote nothing): that finding may come from a
+// copy that is behind (a serializable read, the node-local state of a
+// process killed after its commit), and deleting the handle on it without
+// a guard would leave the address allocated to a handle that no longer
+// exists. With the guard, a stale copy fails the commit, which returns the
+// current block, and the release is made again from it.
+func (t *txn) heldGuards(addrs []HandleAddr) []Op {
+	var ops []Op
+	seen := map[netip.Prefix]bool{}
+	for _, ha := range addrs {
+		if t.dirty[ha.Block] || seen[ha.Block] {
+			continue
+		}
+		seen[ha.Block] = true
+		rev := MustNotExist
+		if r := t.blocks[ha.Block]; r != nil {
+			rev = r.rev
+		}
+		ops = append(ops, Op{Key: blockKey(ha.Block), Rev: rev})
+	}
+	return ops
 }
 
 // readForRelease reads the blocks holding the handle's addresses and the

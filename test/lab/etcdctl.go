@@ -61,3 +61,10 @@ func (n *Node) Alive() bool {
 		return true
 	}
 }
+
+// NodenameFile is the node's nodename file (brindled writes it; with
+// NoDaemons the lab does).
+func (n *Node) NodenameFile() string { return n.nodenameFile() }
+
+// Dir is the node's scratch directory.
+func (n *Node) Dir() string { return n.dir }

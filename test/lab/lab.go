@@ -54,6 +54,9 @@ type Config struct {
 	IPv6 bool
 	// DaemonArgs are extra brindled flags for every node.
 	DaemonArgs []string
+	// NoDaemons builds the nodes without starting brindled (tests of the
+	// CNI plugins alone: their nodename files are written as brindled would).
+	NoDaemons bool
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -131,6 +134,14 @@ func New(ctx context.Context, cfg Config) (_ *Lab, retErr error) {
 			return nil, err
 		}
 		l.Nodes = append(l.Nodes, n)
+	}
+	if cfg.NoDaemons {
+		for _, n := range l.Nodes {
+			if err := os.WriteFile(n.nodenameFile(), []byte(n.Name+"\n"), 0o644); err != nil {
+				return nil, err
+			}
+		}
+		return l, nil
 	}
 	for _, n := range l.Nodes {
 		if err := n.Start(); err != nil {
