@@ -1,0 +1,332 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+)
+
+// Writer keeps the kernel's table inet brindle equal to a Ruleset. Each
+// Apply is one nftables transaction, which the kernel applies whole or not
+// at all: the first (and any after Invalidate or a failure) replaces the
+// table, later ones change only what differs from the last one applied —
+// set elements for pod and label churn, a policy's chain when the policy
+// changed. Nothing outside table inet brindle is touched.
+type Writer struct {
+	// NetNS, when not 0, is an open network namespace to write in (tests).
+	NetNS int
+
+	mu      sync.Mutex
+	applied *Ruleset
+}
+
+// Change counts what one Apply changed.
+type Change struct {
+	Full                     bool
+	Chains, Sets, Elements   int
+	AddedElems, RemovedElems int
+}
+
+func (c Change) String() string {
+	return fmt.Sprintf("full=%v chains=%d sets=%d +%d/-%d elements", c.Full, c.Chains, c.Sets, c.AddedElems, c.RemovedElems)
+}
+
+// Table is brindle's filter table.
+var Table = &nftables.Table{Family: nftables.TableFamilyINet, Name: TableName}
+
+// conn opens a netlink connection with socket buffers large enough for a
+// full table's batch and its acknowledgements.
+func (w *Writer) conn() (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		_ = c.SetWriteBuffer(16 << 20)
+		_ = c.SetReadBuffer(16 << 20)
+		return nil
+	})}
+	if w.NetNS != 0 {
+		opts = append(opts, nftables.WithNetNSFd(w.NetNS))
+	}
+	return nftables.New(opts...)
+}
+
+// Invalidate makes the next Apply replace the whole table: after the
+// table was changed behind the writer's back.
+func (w *Writer) Invalidate() {
+	w.mu.Lock()
+	w.applied = nil
+	w.mu.Unlock()
+}
+
+// Apply makes the kernel's table equal to rs.
+func (w *Writer) Apply(rs *Ruleset) (Change, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, err := w.conn()
+	if err != nil {
+		return Change{}, fmt.Errorf("nftables: %w", err)
+	}
+	var ch Change
+	if w.applied == nil {
+		ch, err = full(c, rs)
+	} else {
+		ch, err = diff(c, w.applied, rs)
+	}
+	if err == nil {
+		err = c.Flush()
+	}
+	if err != nil {
+		w.applied = nil
+		return ch, fmt.Errorf("nftables: write table inet %s (%s): %w", TableName, ch, err)
+	}
+	w.applied = rs
+	return ch, nil
+}
+
+// Delete removes table inet brindle, if it is there.
+func (w *Writer) Delete() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.applied = nil
+	c, err := w.conn()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	c.AddTable(Table)
+	c.DelTable(Table)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: delete table inet %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// full replaces the table in one transaction: the old rules stay in force
+// until the new ones are.
+func full(c *nftables.Conn, rs *Ruleset) (Change, error) {
+	ch := Change{Full: true}
+	c.AddTable(Table)
+	c.DelTable(Table)
+	c.AddTable(Table)
+	for _, name := range rs.Counters {
+		c.AddObj(&nftables.CounterObj{Table: Table, Name: name})
+	}
+	sets := map[string]*nftables.Set{}
+	for _, name := range sortedKeys(rs.Sets) {
+		s := rs.Sets[name]
+		ns := s.Kind.nftSet(Table, name)
+		if err := c.AddSet(ns, nil); err != nil {
+			return ch, fmt.Errorf("set %s: %w", name, err)
+		}
+		sets[name] = ns
+		ch.Sets++
+	}
+	chains := map[string]*nftables.Chain{}
+	for _, name := range sortedKeys(rs.Chains) {
+		chains[name] = c.AddChain(nftChain(rs.Chains[name]))
+		ch.Chains++
+	}
+	for _, name := range sortedKeys(rs.Sets) {
+		s := rs.Sets[name]
+		if err := addElems(c, sets[name], s.nftElems()); err != nil {
+			return ch, fmt.Errorf("set %s: %w", name, err)
+		}
+		ch.AddedElems += len(s.Elems)
+	}
+	for _, name := range sortedKeys(rs.Chains) {
+		for _, r := range rs.Chains[name].Rules {
+			c.AddRule(r.nftRule(chains[name]))
+		}
+	}
+	return ch, nil
+}
+
+// diff changes the table from old to rs.
+func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
+	var ch Change
+	if !slices.Equal(old.Counters, rs.Counters) {
+		return full(c, rs)
+	}
+	for name, oc := range old.Chains {
+		if nc, ok := rs.Chains[name]; ok && !sameBase(oc, nc) {
+			return full(c, rs)
+		}
+	}
+	newSets := map[string]*nftables.Set{}
+	for _, name := range sortedKeys(rs.Sets) {
+		s := rs.Sets[name]
+		if os, ok := old.Sets[name]; ok && os.Kind != s.Kind {
+			return full(c, rs)
+		} else if !ok {
+			ns := s.Kind.nftSet(Table, name)
+			if err := c.AddSet(ns, nil); err != nil {
+				return ch, fmt.Errorf("set %s: %w", name, err)
+			}
+			newSets[name] = ns
+			ch.Sets++
+		}
+	}
+	chains := map[string]*nftables.Chain{}
+	var rewrite []string
+	for _, name := range sortedKeys(rs.Chains) {
+		nc := rs.Chains[name]
+		oc, ok := old.Chains[name]
+		switch {
+		case !ok:
+			chains[name] = c.AddChain(nftChain(nc))
+			rewrite = append(rewrite, name)
+		case !sameRules(oc, nc):
+			chains[name] = &nftables.Chain{Table: Table, Name: name}
+			c.FlushChain(chains[name])
+			rewrite = append(rewrite, name)
+		}
+	}
+	// Elements: new sets get all theirs; changed sets the difference (an
+	// interval set is refilled: its ranges are not independent elements).
+	for _, name := range sortedKeys(rs.Sets) {
+		s := rs.Sets[name]
+		if ns, ok := newSets[name]; ok {
+			if err := addElems(c, ns, s.nftElems()); err != nil {
+				return ch, err
+			}
+			ch.AddedElems += len(s.Elems)
+			continue
+		}
+		os := old.Sets[name]
+		added, removed := elemDiff(os.Elems, s.Elems)
+		if len(added) == 0 && len(removed) == 0 {
+			continue
+		}
+		ks := &nftables.Set{Table: Table, Name: name, KeyType: s.Kind.nftSet(Table, name).KeyType, Interval: s.Kind.rbtree(), IsMap: s.Kind.nftSet(Table, name).IsMap}
+		if s.Kind.rbtree() {
+			c.FlushSet(ks)
+			if err := addElems(c, ks, s.nftElems()); err != nil {
+				return ch, err
+			}
+			ch.RemovedElems += len(os.Elems)
+			ch.AddedElems += len(s.Elems)
+			continue
+		}
+		if len(removed) > 0 {
+			if err := delElems(c, ks, (&Set{Kind: s.Kind, Elems: removed}).nftElems()); err != nil {
+				return ch, err
+			}
+		}
+		if len(added) > 0 {
+			if err := addElems(c, ks, (&Set{Kind: s.Kind, Elems: added}).nftElems()); err != nil {
+				return ch, err
+			}
+		}
+		ch.AddedElems += len(added)
+		ch.RemovedElems += len(removed)
+	}
+	for _, name := range rewrite {
+		for _, r := range rs.Chains[name].Rules {
+			c.AddRule(r.nftRule(chains[name]))
+		}
+		ch.Chains++
+	}
+	// Gone chains, then gone sets (nothing refers to them any more).
+	var gone []*nftables.Chain
+	for _, name := range sortedKeys(old.Chains) {
+		if _, ok := rs.Chains[name]; !ok {
+			gc := &nftables.Chain{Table: Table, Name: name}
+			c.FlushChain(gc)
+			gone = append(gone, gc)
+		}
+	}
+	for _, gc := range gone {
+		c.DelChain(gc)
+		ch.Chains++
+	}
+	for _, name := range sortedKeys(old.Sets) {
+		if _, ok := rs.Sets[name]; !ok {
+			c.DelSet(&nftables.Set{Table: Table, Name: name})
+			ch.Sets++
+		}
+	}
+	return ch, nil
+}
+
+// elemBatch bounds the elements per netlink message (attribute lengths are
+// 16 bits).
+const elemBatch = 256
+
+func addElems(c *nftables.Conn, s *nftables.Set, es []nftables.SetElement) error {
+	for len(es) > 0 {
+		n := min(len(es), elemBatch)
+		if err := c.SetAddElements(s, es[:n]); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		es = es[n:]
+	}
+	return nil
+}
+
+func delElems(c *nftables.Conn, s *nftables.Set, es []nftables.SetElement) error {
+	for len(es) > 0 {
+		n := min(len(es), elemBatch)
+		if err := c.SetDeleteElements(s, es[:n]); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		es = es[n:]
+	}
+	return nil
+}
+
+func elemDiff(old, cur []Elem) (added, removed []Elem) {
+	have := map[string]bool{}
+	for _, e := range old {
+		have[e.Text] = true
+	}
+	want := map[string]bool{}
+	for _, e := range cur {
+		want[e.Text] = true
+		if !have[e.Text] {
+			added = append(added, e)
+		}
+	}
+	for _, e := range old {
+		if !want[e.Text] {
+			removed = append(removed, e)
+		}
+	}
+	return added, removed
+}
+
+func sameBase(a, b *Chain) bool {
+	if (a.Hook == nil) != (b.Hook == nil) {
+		return false
+	}
+	return a.Hook == nil || (*a.Hook == *b.Hook && a.Priority == b.Priority)
+}
+
+func sameRules(a, b *Chain) bool {
+	if len(a.Rules) != len(b.Rules) {
+		return false
+	}
+	for i := range a.Rules {
+		if a.Rules[i].String() != b.Rules[i].String() {
+			return false
+		}
+	}
+	return true
+}
+
+func nftChain(c *Chain) *nftables.Chain {
+	nc := &nftables.Chain{Table: Table, Name: c.Name}
+	if c.Hook != nil {
+		accept := nftables.ChainPolicyAccept
+		prio := nftables.ChainPriority(c.Priority)
+		nc.Hooknum, nc.Priority, nc.Type, nc.Policy = c.Hook, &prio, nftables.ChainTypeFilter, &accept
+	}
+	return nc
+}
+
+func (r *rule) nftRule(c *nftables.Chain) *nftables.Rule {
+	return &nftables.Rule{Table: Table, Chain: c, Exprs: r.exprs, UserData: r.userData}
+}
+
+// ErrNoTable is returned when table inet brindle is not in the kernel.
+var ErrNoTable = errors.New("table inet brindle missing")
