@@ -1,0 +1,241 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/brindle-net/brindle/policy/nft"
+)
+
+// Compile builds the model of c. Policies are evaluated as the API
+// defines them: a pod selected by no policy of a direction is open in that
+// direction; several policies selecting a pod allow the union of what each
+// allows; a policy with policyTypes Ingress (or Egress) and no rules of
+// that direction denies it all.
+func Compile(c *Cluster) *Model {
+	m := &Model{pods: map[string]*Pod{}, byAddr: map[netip.Addr]*Pod{},
+		ingress: map[string][]*Policy{}, egress: map[string][]*Policy{}}
+	byNS := map[string][]*Pod{}
+	for _, p := range c.Pods {
+		m.pods[p.Key()] = p
+		if p.HostNetwork {
+			continue
+		}
+		byNS[p.Namespace] = append(byNS[p.Namespace], p)
+		for _, a := range p.Addrs {
+			m.byAddr[a] = p
+		}
+	}
+	nsLabels := map[string]labels.Set{}
+	var nsNames []string
+	for _, n := range c.Namespaces {
+		nsLabels[n.Name] = n.Labels
+		nsNames = append(nsNames, n.Name)
+	}
+	sort.Strings(nsNames)
+	cc := &compiler{byNS: byNS, nsLabels: nsLabels, nsNames: nsNames}
+	for _, np := range c.Policies {
+		m.Policies = append(m.Policies, cc.policy(np))
+	}
+	sort.Slice(m.Policies, func(i, j int) bool { return m.Policies[i].Key() < m.Policies[j].Key() })
+	for _, p := range m.Policies {
+		for _, pod := range p.Selected {
+			if p.Ingress {
+				m.ingress[pod.Key()] = append(m.ingress[pod.Key()], p)
+			}
+			if p.Egress {
+				m.egress[pod.Key()] = append(m.egress[pod.Key()], p)
+			}
+		}
+	}
+	return m
+}
+
+type compiler struct {
+	byNS     map[string][]*Pod
+	nsLabels map[string]labels.Set
+	nsNames  []string
+}
+
+func (cc *compiler) policy(np *networkingv1.NetworkPolicy) *Policy {
+	p := &Policy{Namespace: np.Namespace, Name: np.Name, ID: PolicyID(np.Namespace, np.Name)}
+	spec := &np.Spec
+	if len(spec.PolicyTypes) == 0 {
+		p.Ingress, p.Egress = true, len(spec.Egress) > 0
+	}
+	for _, t := range spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			p.Ingress = true
+		case networkingv1.PolicyTypeEgress:
+			p.Egress = true
+		}
+	}
+	sel, err := selector(&spec.PodSelector)
+	if err != nil {
+		p.Problems = append(p.Problems, fmt.Sprintf("spec.podSelector: %v (selects no pod)", err))
+	}
+	if sel != nil {
+		for _, pod := range cc.byNS[np.Namespace] {
+			if sel.Matches(labels.Set(pod.Labels)) {
+				p.Selected = append(p.Selected, pod)
+			}
+		}
+	}
+	if p.Ingress {
+		p.IngressRules = []Rule{}
+		for i, r := range spec.Ingress {
+			p.IngressRules = append(p.IngressRules, cc.rule(p, fmt.Sprintf("spec.ingress[%d]", i), np.Namespace, r.From, r.Ports))
+		}
+	}
+	if p.Egress {
+		p.EgressRules = []Rule{}
+		for i, r := range spec.Egress {
+			p.EgressRules = append(p.EgressRules, cc.rule(p, fmt.Sprintf("spec.egress[%d]", i), np.Namespace, r.To, r.Ports))
+		}
+	}
+	return p
+}
+
+func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) Rule {
+	r := Rule{AnyPeer: len(peers) == 0, AnyPort: len(ports) == 0}
+	seen := map[*Pod]bool{}
+	for i, peer := range peers {
+		f := fmt.Sprintf("%s.peers[%d]", field, i)
+		if b := peer.IPBlock; b != nil {
+			r.Peers = append(r.Peers, describeBlock(b))
+			blocks, err := ipBlock(b)
+			if err != nil {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s.ipBlock: %v (matches nothing)", f, err))
+			}
+			r.Blocks = append(r.Blocks, blocks...)
+			continue
+		}
+		r.Peers = append(r.Peers, describePeer(ns, &peer))
+		namespaces := []string{ns}
+		if peer.NamespaceSelector != nil {
+			nsSel, err := selector(peer.NamespaceSelector)
+			if err != nil {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s.namespaceSelector: %v (matches nothing)", f, err))
+				continue
+			}
+			namespaces = namespaces[:0]
+			for _, n := range cc.nsNames {
+				if nsSel.Matches(cc.nsLabels[n]) {
+					namespaces = append(namespaces, n)
+				}
+			}
+		}
+		podSel := labels.Everything()
+		if peer.PodSelector != nil {
+			s, err := selector(peer.PodSelector)
+			if err != nil {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s.podSelector: %v (matches nothing)", f, err))
+				continue
+			}
+			podSel = s
+		}
+		for _, n := range namespaces {
+			for _, pod := range cc.byNS[n] {
+				if !seen[pod] && len(pod.Addrs) > 0 && podSel.Matches(labels.Set(pod.Labels)) {
+					seen[pod] = true
+					r.Pods = append(r.Pods, pod)
+				}
+			}
+		}
+	}
+	for i, port := range ports {
+		proto, err := protoNumber(port.Protocol)
+		if err != nil {
+			p.Problems = append(p.Problems, fmt.Sprintf("%s.ports[%d].protocol: %v (matches nothing)", field, i, err))
+			continue
+		}
+		switch {
+		case port.Port == nil:
+			r.Ports = append(r.Ports, nft.PortRange{Proto: proto, First: 0, Last: 65535})
+		case port.Port.Type == 0: // a number
+			first := port.Port.IntVal
+			last := first
+			if port.EndPort != nil {
+				last = *port.EndPort
+			}
+			if first < 0 || first > 65535 || last < first || last > 65535 {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s.ports[%d]: port %d endPort %d out of range (matches nothing)", field, i, first, last))
+				continue
+			}
+			r.Ports = append(r.Ports, nft.PortRange{Proto: proto, First: uint16(first), Last: uint16(last)})
+		default:
+			r.Named = append(r.Named, NamedRef{Proto: proto, Name: port.Port.StrVal})
+		}
+	}
+	return r
+}
+
+// selector converts a label selector; nil (absent) is handled by callers.
+func selector(s *metav1.LabelSelector) (labels.Selector, error) {
+	return metav1.LabelSelectorAsSelector(s)
+}
+
+func protoNumber(p *corev1.Protocol) (uint8, error) {
+	if p == nil {
+		return nft.ProtoTCP, nil
+	}
+	switch *p {
+	case corev1.ProtocolTCP:
+		return nft.ProtoTCP, nil
+	case corev1.ProtocolUDP:
+		return nft.ProtoUDP, nil
+	case corev1.ProtocolSCTP:
+		return nft.ProtoSCTP, nil
+	}
+	return 0, fmt.Errorf("%q is not TCP, UDP or SCTP", *p)
+}
+
+// ipBlock is the block's CIDR less its excepts.
+func ipBlock(b *networkingv1.IPBlock) ([]nft.Range, error) {
+	p, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return nil, fmt.Errorf("cidr %q: %w", b.CIDR, err)
+	}
+	var holes []nft.Range
+	for _, e := range b.Except {
+		ep, err := netip.ParsePrefix(e)
+		if err != nil {
+			return nil, fmt.Errorf("except %q: %w", e, err)
+		}
+		holes = append(holes, nft.PrefixRange(ep))
+	}
+	return nft.Subtract(nft.PrefixRange(p), holes), nil
+}
+
+func describeBlock(b *networkingv1.IPBlock) string {
+	s := "ipBlock " + b.CIDR
+	if len(b.Except) > 0 {
+		s += fmt.Sprintf(" except %v", b.Except)
+	}
+	return s
+}
+
+func describePeer(ns string, peer *networkingv1.NetworkPolicyPeer) string {
+	pods := "all pods"
+	if peer.PodSelector != nil && !empty(peer.PodSelector) {
+		pods = "pods " + metav1.FormatLabelSelector(peer.PodSelector)
+	}
+	switch {
+	case peer.NamespaceSelector == nil:
+		return pods + " in namespace " + ns
+	case empty(peer.NamespaceSelector):
+		return pods + " in all namespaces"
+	}
+	return pods + " in namespaces " + metav1.FormatLabelSelector(peer.NamespaceSelector)
+}
+
+func empty(s *metav1.LabelSelector) bool {
+	return len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0
+}
