@@ -82,7 +82,9 @@ func TestEvaluate(t *testing.T) {
 		port     uint16
 		want     bool
 	}
-	P := func(src, dst string, proto uint8, port uint16, want bool) probe { return probe{src, dst, proto, port, want} }
+	P := func(src, dst string, proto uint8, port uint16, want bool) probe {
+		return probe{src, dst, proto, port, want}
+	}
 	cases := []struct {
 		name   string
 		pols   []*ppol
