@@ -32,6 +32,9 @@ func (m *Model) Program(locals []Local, admitAll bool) *nft.Program {
 			continue
 		}
 		ep := nft.Endpoint{Veth: l.Veth, Addrs: l.Addrs, Name: key}
+		if l.Namespace == "" {
+			ep.Name = l.Veth // outside Kubernetes: the attachment has no pod name
+		}
 		if known && !pod.HostNetwork {
 			for _, p := range m.ingress[key] {
 				ep.Ingress = append(ep.Ingress, p.ID)

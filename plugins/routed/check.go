@@ -191,6 +191,9 @@ func (c *call) checkHostSide(pod netlink.Link, want expectation) error {
 			return fmt.Errorf("sysctl %s is %s, want %s", strings.ReplaceAll(kv[0], "/", "."), got, kv[1])
 		}
 	}
+	if err := checkAntiSpoofing(c.log, c.veth, want.addrs); err != nil {
+		return err
+	}
 	for _, a := range want.addrs {
 		want := hostRoute(l.Attrs().Index, a)
 		family := netlink.FAMILY_V4

@@ -157,6 +157,7 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 	}
 	c.log.Debug("host routes added", "veth", c.veth, "addresses", addrs)
 
+	c.waitAdmitted(addrs)
 	res := buildResult(ipamRes, c.conf, host, pod, args.Netns, addrs)
 	c.log.Info("pod attached", "veth", c.veth, "addresses", addrs, "mtu", mtu)
 	return types.PrintResult(res, c.conf.CNIVersion)

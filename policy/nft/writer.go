@@ -27,12 +27,17 @@ type Writer struct {
 // Change counts what one Apply changed.
 type Change struct {
 	Full                     bool
-	Chains, Sets, Elements   int
+	Chains, Sets             int
 	AddedElems, RemovedElems int
+	// Tightening says the change may deny a connection the table allowed
+	// before (a pod newly isolated, a peer, port or policy gone, a chain
+	// rewritten): established connections then need checking against the
+	// new policy. Endpoints and nodes coming and going are not.
+	Tightening bool
 }
 
 func (c Change) String() string {
-	return fmt.Sprintf("full=%v chains=%d sets=%d +%d/-%d elements", c.Full, c.Chains, c.Sets, c.AddedElems, c.RemovedElems)
+	return fmt.Sprintf("full=%v chains=%d sets=%d +%d/-%d elements tightening=%v", c.Full, c.Chains, c.Sets, c.AddedElems, c.RemovedElems, c.Tightening)
 }
 
 // Table is brindle's filter table.
@@ -105,7 +110,7 @@ func (w *Writer) Delete() error {
 // full replaces the table in one transaction: the old rules stay in force
 // until the new ones are.
 func full(c *nftables.Conn, rs *Ruleset) (Change, error) {
-	ch := Change{Full: true}
+	ch := Change{Full: true, Tightening: true}
 	c.AddTable(Table)
 	c.DelTable(Table)
 	c.AddTable(Table)
@@ -180,6 +185,7 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 			chains[name] = &nftables.Chain{Table: Table, Name: name}
 			c.FlushChain(chains[name])
 			rewrite = append(rewrite, name)
+			ch.Tightening = true
 		}
 	}
 	// Elements: new sets get all theirs; changed sets the difference (an
@@ -197,6 +203,13 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 		added, removed := elemDiff(os.Elems, s.Elems)
 		if len(added) == 0 && len(removed) == 0 {
 			continue
+		}
+		switch s.Kind {
+		case KindEndpoint4, KindEndpoint6, KindPair4, KindPair6, KindAddr4, KindAddr6:
+		case KindCounted4, KindCounted6:
+			ch.Tightening = ch.Tightening || len(added) > 0
+		default:
+			ch.Tightening = true
 		}
 		ks := &nftables.Set{Table: Table, Name: name, KeyType: s.Kind.nftSet(Table, name).KeyType, Interval: s.Kind.rbtree(), IsMap: s.Kind.nftSet(Table, name).IsMap}
 		if s.Kind.rbtree() {
@@ -239,6 +252,7 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 	for _, gc := range gone {
 		c.DelChain(gc)
 		ch.Chains++
+		ch.Tightening = true
 	}
 	for _, name := range sortedKeys(old.Sets) {
 		if _, ok := rs.Sets[name]; !ok {
@@ -328,5 +342,6 @@ func (r *rule) nftRule(c *nftables.Chain) *nftables.Rule {
 	return &nftables.Rule{Table: Table, Chain: c, Exprs: r.exprs, UserData: r.userData}
 }
 
-// ErrNoTable is returned when table inet brindle is not in the kernel.
+// ErrNoTable is returned by Check when table inet brindle is not in the
+// kernel.
 var ErrNoTable = errors.New("table inet brindle missing")

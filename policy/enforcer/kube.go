@@ -1,0 +1,164 @@
+package enforcer
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/policy"
+	"github.com/brindle-net/brindle/policy/nft"
+)
+
+// Kube is the Kubernetes side: informers on Pods, Namespaces and
+// NetworkPolicies. Peers can be pods anywhere, so every node watches every
+// pod, trimmed to what policy needs (labels, node, addresses, named ports)
+// to keep memory small. During an apiserver outage the informers keep
+// their last state, and so does the table.
+type Kube struct {
+	node    string
+	factory informers.SharedInformerFactory
+	pods    cache.SharedIndexInformer
+	nss     cache.SharedIndexInformer
+	pols    cache.SharedIndexInformer
+	changed chan struct{}
+}
+
+// NewKube watches through cs; node is this node's name.
+func NewKube(cs kubernetes.Interface, node string) *Kube {
+	k := &Kube{node: node, changed: make(chan struct{}, 1),
+		factory: informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(trim))}
+	k.pods = k.factory.Core().V1().Pods().Informer()
+	k.nss = k.factory.Core().V1().Namespaces().Informer()
+	k.pols = k.factory.Networking().V1().NetworkPolicies().Informer()
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { k.signal() },
+		UpdateFunc: func(any, any) { k.signal() },
+		DeleteFunc: func(any) { k.signal() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{k.pods, k.nss, k.pols} {
+		_, _ = inf.AddEventHandler(h)
+	}
+	return k
+}
+
+func (k *Kube) signal() {
+	select {
+	case k.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the informers until ctx ends.
+func (k *Kube) Start(ctx context.Context) { k.factory.Start(ctx.Done()) }
+
+// WaitSynced waits up to d for the first lists.
+func (k *Kube) WaitSynced(ctx context.Context, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return cache.WaitForCacheSync(ctx.Done(), k.pods.HasSynced, k.nss.HasSynced, k.pols.HasSynced)
+}
+
+// Synced reports whether all three have been listed once.
+func (k *Kube) Synced() bool { return k.pods.HasSynced() && k.nss.HasSynced() && k.pols.HasSynced() }
+
+// Changed is signalled (coalesced) after any change.
+func (k *Kube) Changed() <-chan struct{} { return k.changed }
+
+// Cluster is the compiler's input now. locals are the node's attachments
+// from the kernel: each is matched to its pod by the host veth's name
+// (conf.HostVethName), and a local pod's addresses are taken from its host
+// routes, which exist before the kubelet reports status.podIPs.
+func (k *Kube) Cluster(locals []policy.Local) (*policy.Cluster, []policy.Local) {
+	c := &policy.Cluster{}
+	for _, o := range k.nss.GetStore().List() {
+		n := o.(*corev1.Namespace)
+		c.Namespaces = append(c.Namespaces, &policy.Namespace{Name: n.Name, Labels: n.Labels})
+	}
+	for _, o := range k.pols.GetStore().List() {
+		c.Policies = append(c.Policies, o.(*networkingv1.NetworkPolicy))
+	}
+	byVeth := map[string]int{}
+	for i, l := range locals {
+		byVeth[l.Veth] = i
+	}
+	out := slices.Clone(locals)
+	for _, o := range k.pods.GetStore().List() {
+		p := o.(*corev1.Pod)
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue // its addresses may already be another pod's
+		}
+		pod := podOf(p)
+		if p.Spec.NodeName == k.node && !p.Spec.HostNetwork {
+			if i, ok := byVeth[conf.HostVethName(p.Namespace, p.Name, "")]; ok {
+				out[i].Namespace, out[i].Name = p.Namespace, p.Name
+				pod.Addrs = locals[i].Addrs
+			}
+		}
+		c.Pods = append(c.Pods, pod)
+	}
+	return c, out
+}
+
+func podOf(p *corev1.Pod) *policy.Pod {
+	pod := &policy.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Node: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork}
+	for _, ip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			pod.Addrs = append(pod.Addrs, a.Unmap())
+		}
+	}
+	for _, ct := range append(slices.Clone(p.Spec.InitContainers), p.Spec.Containers...) {
+		for _, cp := range ct.Ports {
+			if cp.Name == "" {
+				continue
+			}
+			proto := uint8(nft.ProtoTCP)
+			switch cp.Protocol {
+			case corev1.ProtocolUDP:
+				proto = nft.ProtoUDP
+			case corev1.ProtocolSCTP:
+				proto = nft.ProtoSCTP
+			}
+			pod.Ports = append(pod.Ports, policy.ContainerPort{Name: cp.Name, Proto: proto, Port: uint16(cp.ContainerPort)})
+		}
+	}
+	return pod
+}
+
+// trim keeps only what policy reads of each object.
+func trim(o any) (any, error) {
+	switch v := o.(type) {
+	case *corev1.Pod:
+		t := &corev1.Pod{}
+		t.Name, t.Namespace, t.UID, t.ResourceVersion, t.Labels = v.Name, v.Namespace, v.UID, v.ResourceVersion, v.Labels
+		t.Spec.NodeName, t.Spec.HostNetwork = v.Spec.NodeName, v.Spec.HostNetwork
+		for _, c := range append(slices.Clone(v.Spec.InitContainers), v.Spec.Containers...) {
+			var ports []corev1.ContainerPort
+			for _, p := range c.Ports {
+				if p.Name != "" {
+					ports = append(ports, corev1.ContainerPort{Name: p.Name, Protocol: p.Protocol, ContainerPort: p.ContainerPort})
+				}
+			}
+			if len(ports) > 0 {
+				t.Spec.Containers = append(t.Spec.Containers, corev1.Container{Name: c.Name, Ports: ports})
+			}
+		}
+		t.Status.Phase, t.Status.PodIPs = v.Status.Phase, v.Status.PodIPs
+		return t, nil
+	case *corev1.Namespace:
+		t := &corev1.Namespace{}
+		t.Name, t.UID, t.ResourceVersion, t.Labels = v.Name, v.UID, v.ResourceVersion, v.Labels
+		return t, nil
+	case *networkingv1.NetworkPolicy:
+		v.ManagedFields, v.Annotations = nil, nil
+		return v, nil
+	}
+	return o, nil
+}
