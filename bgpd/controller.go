@@ -50,6 +50,9 @@ type ControllerConfig struct {
 	// new speaker, instead of the peers being set up with an AS the
 	// speaker does not have.
 	RouterID netip.Addr
+	// ReadyChecks are more reasons not to be ready (the filter table's),
+	// each returning none when all is well.
+	ReadyChecks []func() []string
 }
 
 // ErrSpeakerChanged ends Controller.Run when the speaker must be rebuilt.
@@ -446,6 +449,9 @@ func (c *Controller) readiness(peers []PeerStatus) (bool, []string) {
 	var why []string
 	if !c.cfg.Cache.Synced() {
 		why = append(why, "etcd: not listed yet")
+	}
+	for _, check := range c.cfg.ReadyChecks {
+		why = append(why, check()...)
 	}
 	est := map[string]bool{}
 	for _, p := range peers {

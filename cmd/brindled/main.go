@@ -32,6 +32,7 @@ import (
 )
 
 type flags struct {
+	policy                                                                                   policyFlags
 	nodename, nodenameFile, mtuFile, stateFile, ip, ip6, rrCluster, labels, listen, logLevel string
 	asn                                                                                      uint
 	etcd                                                                                     conf.EtcdConfig
@@ -63,6 +64,7 @@ func main() {
 	flag.DurationVar(&f.holdMax, "gr-hold", 60*time.Second, "after a restart, keep routes not yet relearned at most this long")
 	flag.BoolVar(&f.deregister, "deregister-on-exit", false, "delete the node record on exit (the node leaves the cluster)")
 	f.nodeAPI = nodeapi.Flags(flag.CommandLine)
+	f.policy.register()
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
@@ -183,9 +185,18 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	case how != "":
 		log.Warn("underlay MTU", "mtu", hostMTU, "how", how)
 	}
+	filter, err := startPolicy(ctx, f.policy, name, cache, h, metrics.Registry, log)
+	if err != nil {
+		return err
+	}
+	var ready []func() []string
+	if filter != nil {
+		ready = append(ready, filter.Ready)
+	}
 	agent := bgpd.NewAgent(bgpd.AgentConfig{
 		Controller: bgpd.ControllerConfig{
-			NodeName: name, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
+			ReadyChecks: ready,
+			NodeName:    name, FIB: fib, Cache: cache, Log: log, Metrics: metrics,
 			Resync: f.resync, HoldMax: f.holdMax, RouteEvents: bgpd.WatchRouteDeletes(ctx, log),
 			Tunnels:     bgpd.NewTunnels(h, log),
 			TunnelAddrs: &bgpd.TunnelAddrs{Cli: cli, Alloc: ipam.New(etcdgrpc.New(cli))},
@@ -200,7 +211,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--health-listen %s: %w", f.listen, err)
 	}
-	srv := &http.Server{Handler: bgpd.Handler(agent, cli, metrics), ReadHeaderTimeout: 5 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", bgpd.Handler(agent, cli, metrics))
+	if filter != nil {
+		mux.Handle("/policy", filter.Handler())
+		mux.Handle("/policy/", filter.Handler())
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	f.nodeAPI.Node, f.nodeAPI.Etcd, f.nodeAPI.Log, f.nodeAPI.Learned = name, cli, log, agent.Learned
 	if stopAPI, err := nodeapi.Start(ctx, *f.nodeAPI); err != nil {

@@ -97,15 +97,27 @@ func (k *Kube) Cluster(locals []policy.Local) (*policy.Cluster, []policy.Local) 
 		}
 		pod := podOf(p)
 		if p.Spec.NodeName == k.node && !p.Spec.HostNetwork {
-			if i, ok := byVeth[conf.HostVethName(p.Namespace, p.Name, "")]; ok {
-				out[i].Namespace, out[i].Name = p.Namespace, p.Name
-				pod.Addrs = locals[i].Addrs
+			// eth0's host veth, and those of further interfaces (net1…).
+			for _, ifname := range attachmentIfnames {
+				if i, ok := byVeth[conf.HostVethNameIf(p.Namespace, p.Name, "", ifname)]; ok {
+					out[i].Namespace, out[i].Name = p.Namespace, p.Name
+					if ifname == "eth0" {
+						pod.Addrs = locals[i].Addrs
+					} else {
+						pod.Addrs = append(pod.Addrs, locals[i].Addrs...)
+					}
+				}
 			}
 		}
 		c.Pods = append(c.Pods, pod)
 	}
 	return c, out
 }
+
+// attachmentIfnames are the pod interfaces whose host veths are matched to
+// their pod; an attachment on any other interface name stays in default
+// deny.
+var attachmentIfnames = []string{"eth0", "net1", "net2", "net3", "net4", "net5", "net6", "net7", "net8"}
 
 func podOf(p *corev1.Pod) *policy.Pod {
 	pod := &policy.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Node: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork}

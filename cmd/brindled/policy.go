@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/brindle-net/brindle/bgpd"
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/policy/enforcer"
+	"github.com/brindle-net/brindle/policy/nft"
+)
+
+// policyFlags configure brindle's filter table (table inet brindle).
+type policyFlags struct {
+	filter, conntrack bool
+	kubeconfig        string
+	nflogGroup        uint
+}
+
+func (p *policyFlags) register() {
+	flag.BoolVar(&p.filter, "filter", true, "keep table inet brindle: anti-spoofing on the host veths, the underlay guard, forwarding on hosts whose FORWARD policy is DROP, and NetworkPolicy when in Kubernetes")
+	flag.StringVar(&p.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for NetworkPolicy (default: in-cluster when KUBERNETES_SERVICE_HOST is set; without either, no policy is enforced)")
+	flag.UintVar(&p.nflogGroup, "nflog-group", 44, "nflog group for sampled drop logs (0: none)")
+	flag.BoolVar(&p.conntrack, "policy-conntrack-flush", true, "delete the conntrack entries of connections a removed or tightened policy no longer allows")
+}
+
+// kubeConfig is the Kubernetes client config, or nil outside Kubernetes.
+func (p *policyFlags) kubeConfig() (*rest.Config, error) {
+	switch {
+	case p.kubeconfig != "":
+		return clientcmd.BuildConfigFromFlags("", p.kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		return rest.InClusterConfig()
+	}
+	return nil, nil
+}
+
+// startPolicy builds the enforcer of table inet brindle; nil when --filter
+// is off.
+func startPolicy(ctx context.Context, p policyFlags, node string, cache *bgpd.Cache, h *netlink.Handle, reg prometheus.Registerer, log *slog.Logger) (*enforcer.Enforcer, error) {
+	if !p.filter {
+		return nil, nil
+	}
+	cfg := enforcer.Config{
+		Log: log.With("component", "policy"), Writer: &nft.Writer{}, Netlink: h,
+		LogGroup: uint16(p.nflogGroup), FlushConntrack: p.conntrack, Registry: reg,
+		Nodes: func() ([]netip.Addr, bool) { return nodeAddrs(cache) },
+	}
+	kc, err := p.kubeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config: %w", err)
+	}
+	if kc != nil {
+		kc.UserAgent = "brindled/" + node
+		cs, err := kubernetes.NewForConfig(kc)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes client: %w", err)
+		}
+		cfg.Kube = enforcer.NewKube(cs, node)
+		log.Info("NetworkPolicy enforced from the Kubernetes API", "apiserver", kc.Host)
+	}
+	e := enforcer.New(cfg)
+	go func() { _ = e.Run(ctx) }()
+	return e, nil
+}
+
+// nodeAddrs are the underlay addresses of the nodes registered in etcd.
+func nodeAddrs(cache *bgpd.Cache) ([]netip.Addr, bool) {
+	if !cache.Synced() {
+		return nil, false
+	}
+	var out []netip.Addr
+	for _, v := range cache.Snapshot(ipam.Prefix + "nodes/") {
+		n, err := conf.UnmarshalNode(v)
+		if err != nil {
+			continue
+		}
+		if p, ok := n.IPv4(); ok {
+			out = append(out, p.Addr())
+		}
+		if p, ok := n.IPv6(); ok {
+			out = append(out, p.Addr())
+		}
+	}
+	return out, true
+}
