@@ -192,4 +192,3 @@ func vxlanFrame(vni uint32, dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr
 	hdr := []byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
 	return append(append(append(hdr, eth...), ip...), udp...)
 }
-
