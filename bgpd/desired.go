@@ -11,8 +11,8 @@ import (
 // (or, with the mesh off, the route-reflector topology) among the nodes,
 // plus the BGPPeers that select it.
 //
-// With the mesh off, a node with a routeReflectorClusterID is a route
-// reflector: it peers with every other node, treating plain nodes as its
+// With the mesh off, a node with a route-reflector cluster ID (the field
+// or the label, conf.Node.RRClusterID) is a route reflector: it peers with every other node, treating plain nodes as its
 // clients and other reflectors as non-clients; a plain node peers with
 // every reflector.
 func DesiredPeers(self *conf.Node, nodes []conf.Node, cfg *conf.BGPConfiguration, peers []conf.BGPPeer) []PeerSpec {
@@ -37,12 +37,12 @@ func DesiredPeers(self *conf.Node, nodes []conf.Node, cfg *conf.BGPConfiguration
 		switch {
 		case cfg.Mesh():
 			spec.Kind = "mesh"
-		case self.RouteReflectorClusterID != "" && n.RouteReflectorClusterID == "":
-			spec.Kind, spec.RRClient, spec.ClusterID = "rr-client", true, self.RouteReflectorClusterID
+		case self.RRClusterID() != "" && n.RRClusterID() == "":
+			spec.Kind, spec.RRClient, spec.ClusterID = "rr-client", true, self.RRClusterID()
 			if spec.ASN != selfAS {
 				continue // reflection is for iBGP only
 			}
-		case n.RouteReflectorClusterID != "":
+		case n.RRClusterID() != "":
 			spec.Kind = "rr"
 		default:
 			continue

@@ -33,7 +33,8 @@ func TestDesiredPeers(t *testing.T) {
 		node("a", "10.0.0.1/24", "", map[string]string{"rack": "r1"}),
 		node("b", "10.0.0.2/24", "", map[string]string{"rack": "r2"}),
 		node("rr1", "10.0.0.10/24", "224.0.0.1", nil),
-		node("rr2", "10.0.0.11/24", "224.0.0.1", nil),
+		// A reflector by its label (Calico's model), the other by its field.
+		node("rr2", "10.0.0.11/24", "", map[string]string{conf.RouteReflectorLabel: "224.0.0.1"}),
 	}
 	mesh := conf.DefaultBGPConfiguration()
 	noMesh := conf.DefaultBGPConfiguration()
@@ -56,6 +57,8 @@ func TestDesiredPeers(t *testing.T) {
 			[]string{"10.0.0.10 rr", "10.0.0.11 rr"}},
 		{"no mesh, reflector: clients and the other reflector", 2, noMesh, nil,
 			[]string{"10.0.0.1 rr-client client-of-224.0.0.1 passive", "10.0.0.2 rr-client client-of-224.0.0.1 passive", "10.0.0.11 rr"}},
+		{"no mesh, reflector by label: clients and the other reflector", 3, noMesh, nil,
+			[]string{"10.0.0.1 rr-client client-of-224.0.0.1 passive", "10.0.0.2 rr-client client-of-224.0.0.1 passive", "10.0.0.10 rr passive"}},
 		{"external peers by selector", 0, noMesh, []conf.BGPPeer{tor, global},
 			[]string{"10.0.0.10 rr", "10.0.0.11 rr", "10.0.0.253 bgppeer", "10.0.0.254 bgppeer"}},
 		{"selector that does not match", 1, noMesh, []conf.BGPPeer{tor},

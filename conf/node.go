@@ -33,6 +33,22 @@ type Node struct {
 	Registered time.Time `json:"registered"`
 }
 
+// RouteReflectorLabel, on a node, makes it a route reflector with the
+// label's value as cluster ID, as the routeReflectorClusterID field does
+// (Calico's model: label the nodes that reflect). It lets a node become a
+// reflector through its labels alone (`brindled --labels`, or the
+// Kubernetes Node's labels), with the same DaemonSet on every node.
+const RouteReflectorLabel = "brindle.net/route-reflector-cluster-id"
+
+// RRClusterID is the node's route-reflector cluster ID: the field, else
+// the label; "" for a node that is not a reflector.
+func (n *Node) RRClusterID() string {
+	if n.RouteReflectorClusterID != "" {
+		return n.RouteReflectorClusterID
+	}
+	return n.Labels[RouteReflectorLabel]
+}
+
 // IPv4 returns the node's IPv4 address and subnet; ok is false when it has none.
 func (n *Node) IPv4() (netip.Prefix, bool) {
 	p, err := netip.ParsePrefix(n.IPv4Address)
@@ -77,6 +93,11 @@ func (n *Node) Validate() error {
 	if n.RouteReflectorClusterID != "" {
 		if a, err := netip.ParseAddr(n.RouteReflectorClusterID); err != nil || !a.Is4() {
 			return fmt.Errorf("routeReflectorClusterID %q: want a dotted quad, e.g. 224.0.0.1", n.RouteReflectorClusterID)
+		}
+	}
+	if v, ok := n.Labels[RouteReflectorLabel]; ok {
+		if a, err := netip.ParseAddr(v); err != nil || !a.Is4() {
+			return fmt.Errorf("label %s=%q: want a dotted quad, e.g. 224.0.0.1", RouteReflectorLabel, v)
 		}
 	}
 	return nil

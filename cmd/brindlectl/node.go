@@ -87,7 +87,7 @@ func newNodeListCmd(a *app) *cobra.Command {
 						if n.ASNumber != 0 {
 							as = fmt.Sprint(n.ASNumber)
 						}
-						t.row(n.Name, n.IPv4Address, as, dash(n.RouteReflectorClusterID), dash(strings.Join(n.Blocks, ",")),
+						t.row(n.Name, n.IPv4Address, as, dash(n.RRClusterID()), dash(strings.Join(n.Blocks, ",")),
 							dash(labels(n.Labels)), n.Registered.Format(time.RFC3339), dash(n.IPv6Address), dash(n.TunnelIPv4), dash(n.VXLANMAC))
 					}
 				})

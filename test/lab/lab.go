@@ -52,8 +52,10 @@ type Config struct {
 	// IPv6 gives the underlay and the nodes IPv6 addresses too, adds an
 	// IPv6 pool (fd00:244::/48) and makes pods dual-stack.
 	IPv6 bool
-	// DaemonArgs are extra brindled flags for every node.
+	// DaemonArgs are extra brindled flags for every node; NodeArgs, when
+	// set, adds flags for node i (0-based), e.g. to make it a reflector.
 	DaemonArgs []string
+	NodeArgs   func(i int) []string
 	// NoDaemons builds the nodes without starting brindled (tests of the
 	// CNI plugins alone: their nodename files are written as brindled would).
 	NoDaemons bool

@@ -40,6 +40,7 @@ type Node struct {
 	Addr   netip.Prefix
 	Addr6  netip.Prefix // valid in an IPv6 lab
 	Subnet int
+	index  int
 	dir    string
 	apiDir string
 	cni    *libcni.CNIConfig
@@ -75,7 +76,7 @@ func (l *Lab) addNode(i int) (*Node, error) {
 		subnet = 1
 	}
 	addr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(subnet + 1), byte(11 + i)}), 24)
-	n := &Node{lab: l, Name: fmt.Sprintf("node-%d", i+1), Addr: addr, Subnet: subnet, pods: map[string]*Pod{}}
+	n := &Node{lab: l, Name: fmt.Sprintf("node-%d", i+1), Addr: addr, Subnet: subnet, pods: map[string]*Pod{}, index: i}
 	if l.cfg.IPv6 {
 		n.Addr6 = netip.MustParsePrefix(fmt.Sprintf("fd00:198:19:%d::%x/64", subnet+1, 11+i))
 	}
@@ -164,6 +165,9 @@ func (n *Node) Start() error {
 		"--etcd-endpoints", n.lab.EtcdURL, "--health-listen", HealthAddr, "--log-level", "debug",
 		"--nodeapi-socket", n.NodeAPISocket(),
 		"--state-file", filepath.Join(n.dir, "state.json")}, n.lab.cfg.DaemonArgs...)
+	if n.lab.cfg.NodeArgs != nil {
+		args = append(args, n.lab.cfg.NodeArgs(n.index)...)
+	}
 	args = append(args, n.ExtraArgs...)
 	cmd := exec.Command(filepath.Join(n.lab.cfg.BinDir, "brindled"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
