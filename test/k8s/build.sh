@@ -32,11 +32,12 @@ declare -A pkg=(
 	[kube-proxy]=k8s.io/kubernetes/cmd/kube-proxy
 	[kubectl]=k8s.io/kubernetes/cmd/kubectl
 	[agnhost]=k8s.io/kubernetes/test/images/agnhost
+	[regression-issue-74839]=k8s.io/kubernetes/test/images/regression-issue-74839
 	[ginkgo]=github.com/onsi/ginkgo/v2/ginkgo
 	[e2esum]=./tools/e2esum
 	[etcd]=./tools/etcd
 )
-order=(kubectl kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd agnhost mkimage coredns pause ginkgo e2esum e2e.test)
+order=(kubectl kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd agnhost regression-issue-74839 mkimage coredns pause ginkgo e2esum e2e.test)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=("${order[@]}")
 

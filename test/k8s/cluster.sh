@@ -61,7 +61,7 @@ cmd_up() {
 	fi
 	"$ROOT/scripts/install-deps.sh" k8s
 	log "building Kubernetes $K8S_VERSION into $K8S_BIN (skipped when there)"
-	"$HERE/build.sh" kubectl kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd agnhost coredns pause mkimage
+	"$HERE/build.sh" kubectl kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd agnhost regression-issue-74839 coredns pause mkimage
 	images_build
 	mkdir -p "$STATE"
 	touch "$STATE/up"

@@ -21,6 +21,9 @@ while [ $# -gt 0 ]; do
 	if [ "$1" = -- ]; then shift; test_flags=("$@"); break; fi
 	ginkgo_flags+=("$1"); shift
 done
+# Tests that need several nodes ask for the count of schedulable ones.
+workers=$(nsenter --net="/run/netns/$NS_PREFIX-control-plane" -- "$K8S_BIN/kubectl" --kubeconfig "$STATE/pki/admin.kubeconfig" \
+	get nodes -l '!node-role.kubernetes.io/control-plane' --no-headers | wc -l)
 out=$here/out/$name
 rm -rf "$out"; mkdir -p "$out"
 start=$(date +%s)
@@ -32,7 +35,7 @@ nsenter --net="/run/netns/$NS_PREFIX-control-plane" -- \
 	"$K8S_BIN/e2e.test" -- \
 	--kubeconfig="$STATE/pki/admin.kubeconfig" --provider=skeleton \
 	--kubectl-path="$K8S_BIN/kubectl" --report-dir="$out" \
-	--disable-log-dump --allowed-not-ready-nodes=0 \
+	--disable-log-dump --allowed-not-ready-nodes=0 --num-nodes="$workers" \
 	"${test_flags[@]}" 2>&1 | tee "$out/e2e.log" | grep -E '^(•|\[FAIL\]|\[SKIPPED\]|Ran |FAIL|PASS|Ginkgo ran)' >&2
 set -e
 "$K8S_BIN/e2esum" "$out/report.json" | tee "$out/summary.txt"

@@ -7,7 +7,7 @@ COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
 # Built binaries and images live outside the repository, once per version.
 BRINDLE_K8S_CACHE=${BRINDLE_K8S_CACHE:-/var/cache/brindle-k8s}
 K8S_BIN=$BRINDLE_K8S_CACHE/$K8S_VERSION/bin
-K8S_IMAGES=$BRINDLE_K8S_CACHE/images
+K8S_IMAGES=${K8S_IMAGES:-$BRINDLE_K8S_CACHE/images}
 
 # One cluster per name; CLUSTER_INDEX picks its underlay (172.30.<index>.0/24)
 # so that two clusters can run side by side.

@@ -5,14 +5,17 @@
 # The test images share one base layer: a Debian bookworm rootfs
 # (debootstrap --variant=minbase) with what the tests exec in them: sh and
 # bash, curl, wget, nc (netcat-openbsd), dig and nslookup (dnsutils), ip,
-# ping, ps, nginx and busybox. Upstream's are Alpine or Debian images with
+# ping, ps, nginx, busybox, conntrack and iptables. Upstream's are Alpine or Debian images with
 # the same tools; ours are not byte-for-byte theirs, only what the tests use.
 # shellcheck shell=bash
 
-ROOTFS_PACKAGES=bash,curl,netcat-openbsd,dnsutils,iproute2,iputils-ping,procps,wget,busybox-static,ca-certificates,nginx-light
+ROOTFS_PACKAGES=bash,curl,netcat-openbsd,dnsutils,iproute2,iputils-ping,procps,wget,busybox-static,ca-certificates,nginx-light,conntrack,iptables
+
+# The rootfs is named for its package list: a change to the list makes a new one.
+ROOTFS_ID=bookworm-$(echo "$ROOTFS_PACKAGES" | sha1sum | cut -c1-8)
 
 rootfs_layer() {
-	local r=$BRINDLE_K8S_CACHE/rootfs/bookworm layer=$BRINDLE_K8S_CACHE/layers/bookworm.tar
+	local r=$BRINDLE_K8S_CACHE/rootfs/$ROOTFS_ID layer=$BRINDLE_K8S_CACHE/layers/$ROOTFS_ID.tar.gz
 	[ -f "$layer" ] && return 0
 	if [ ! -d "$r" ]; then
 		command -v debootstrap >/dev/null || die "debootstrap is missing (scripts/install-deps.sh k8s)"
@@ -30,24 +33,27 @@ rootfs_layer() {
 	# Users upstream's agnhost image defines (security-context tests).
 	grep -q user-defined-in-image "$r/etc/passwd" ||
 		chroot "$r" sh -c 'groupadd -g 50000 group-defined-in-image && useradd -u 1000 -M -G group-defined-in-image user-defined-in-image'
-	tar --numeric-owner --sort=name --mtime=2026-01-01 -C "$r" -cf "$layer.tmp" . && mv "$layer.tmp" "$layer"
+	# Compressed once here, so that each image that shares it does not
+	# compress it again.
+	tar --numeric-owner --sort=name --mtime=2026-01-01 -C "$r" -cf - . | gzip -n -1 >"$layer.tmp" && mv "$layer.tmp" "$layer"
 }
 
 # layer NAME: an empty staging directory for a small layer; pack NAME tars it.
 layer() { rm -rf "${W:?}/$1"; mkdir -p "$W/$1"; echo "$W/$1"; }
 pack() { tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=2026-01-01 -C "$W/$1" -cf "$W/$1.tar" .; echo "$W/$1.tar"; }
 
-# image FILE TAG MKIMAGE-ARGS...: build FILE unless it is there.
+# image FILE TAG MKIMAGE-ARGS...: build FILE unless it is there and newer
+# than the base layer and this script.
 image() {
 	local file=$K8S_IMAGES/$1.tar tag=$2; shift 2
-	[ -f "$file" ] && return 0
+	[ -f "$file" ] && [ "$file" -nt "$BRINDLE_K8S_CACHE/layers/$ROOTFS_ID.tar.gz" ] && [ "$file" -nt "${BASH_SOURCE[0]}" ] && return 0
 	log "image $tag"
 	"$K8S_BIN/mkimage" -o "$file" -tag "$tag" "$@"
 }
 
 images_build() {
 	mkdir -p "$K8S_IMAGES"
-	local base=$BRINDLE_K8S_CACHE/layers/bookworm.tar d M
+	local base=$BRINDLE_K8S_CACHE/layers/$ROOTFS_ID.tar.gz d M
 	W=$(mktemp -d)
 	# shellcheck disable=SC2064
 	trap "rm -rf '$W'" RETURN
@@ -87,7 +93,7 @@ images_build() {
 
 	# busybox: the static busybox and its applets, nothing else.
 	d=$(layer busybox); mkdir -p "$d/bin" "$d/tmp" "$d/etc"; chmod 1777 "$d/tmp"
-	install -m 0755 "$BRINDLE_K8S_CACHE/rootfs/bookworm/bin/busybox" "$d/bin/busybox"
+	install -m 0755 "$BRINDLE_K8S_CACHE/rootfs/$ROOTFS_ID/bin/busybox" "$d/bin/busybox"
 	local a
 	for a in $("$d/bin/busybox" --list); do [ -e "$d/bin/$a" ] || ln -s busybox "$d/bin/$a"; done
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$d/etc/passwd"
@@ -106,6 +112,16 @@ images_build() {
 		image "httpd-$tag" "registry.k8s.io/e2e-test-images/httpd:$tag" -layer "$base" -layer "$(pack httpd)" \
 			-cmd '["httpd-foreground"]'
 	done
+
+	# The privileged host tools image of the kube-proxy tests: sh, conntrack,
+	# iptables (upstream's is distroless with the same tools).
+	image distroless-iptables registry.k8s.io/build-image/distroless-iptables:v0.7.14 -layer "$base"
+
+	# The conntrack test's raw-socket client (its source says 1.3; the suite
+	# names 1.2).
+	d=$(layer r74839); install -m 0755 "$K8S_BIN/regression-issue-74839" "$d/regression-issue-74839"
+	image regression-issue-74839 registry.k8s.io/e2e-test-images/regression-issue-74839:1.2 -layer "$(pack r74839)" \
+		-entrypoint '["/regression-issue-74839"]'
 
 	d=$(layer coredns); install -m 0755 "$K8S_BIN/coredns" "$d/coredns"
 	mkdir -p "$d/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$d/etc/ssl/certs/" 2>/dev/null || true
