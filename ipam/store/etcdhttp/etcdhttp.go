@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -108,6 +109,10 @@ func New(cfg Config) (*Store, error) {
 		}
 		s.tls = tc
 	}
+	// A fresh process (every CNI call is one) starts at a random member:
+	// the load spreads, and a member that is down costs only the calls
+	// that happen to start there.
+	s.preferred.Store(int32(rand.IntN(len(s.endpoints))))
 	return s, nil
 }
 
@@ -313,6 +318,23 @@ func (s *Store) CommitRev(ctx context.Context, ops ...store.Op) (bool, int64, []
 	return false, rev, cur, nil
 }
 
+// minAttempt is the least time an endpoint is given (unless less is left).
+const minAttempt = time.Second
+
+// attemptContext is ctx with a deadline at its share of what is left for
+// the n endpoints still to try.
+func attemptContext(ctx context.Context, n int) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok || n <= 1 {
+		return context.WithCancel(ctx)
+	}
+	share := time.Until(dl) / time.Duration(n)
+	if share < minAttempt {
+		share = minAttempt
+	}
+	return context.WithTimeout(ctx, share)
+}
+
 // gatewayError is the body the gateway sends with a non-200 status.
 type gatewayError struct {
 	Code    int    `json:"code"`
@@ -333,7 +355,13 @@ func (s *Store) txn(ctx context.Context, req txnReq, resp *txnResp) error {
 	var lastErr error
 	for i := range s.endpoints {
 		idx := (start + i) % len(s.endpoints)
-		err := s.post(ctx, s.endpoints[idx], body, resp)
+		// Each endpoint gets its share of what is left of the deadline,
+		// so one member that accepts and never answers (stalled, or cut
+		// off from its leader) cannot use up the whole call while the
+		// others could answer it.
+		actx, cancel := attemptContext(ctx, len(s.endpoints)-i)
+		err := s.post(actx, s.endpoints[idx], body, resp)
+		cancel()
 		if err == nil {
 			s.preferred.Store(int32(idx))
 			return nil
