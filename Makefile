@@ -18,7 +18,7 @@ IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
+.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
 
 all: build
 
@@ -74,6 +74,11 @@ bench-bgp: build testbins
 # measured in the same run (root, iperf3).
 bench-dataplane: build testbins
 	$(GO) run ./test/benchdataplane -bin $(abspath $(BIN))
+
+# brindlectl capture against tcpdump on the same host veth, in one run: TCP
+# and a UDP flood of small datagrams, packets captured, drops, CPU (root).
+bench-capture: build testbins
+	$(GO) run ./test/benchcapture -bin $(abspath $(BIN))
 
 # brindle's image (conf/k8s runs it), built without a container engine:
 # bin/brindle-image.tar, for `ctr images import`, `docker load -i` or
