@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -92,6 +93,30 @@ type IPAMNetConf struct {
 	// logLevel: the brindle plugin passes its whole config to its IPAM
 	// delegate, so both plugins log to one file at one level.
 	LogFile, LogLevel string
+	// Kubernetes says how brindle-ipam reads pod and namespace
+	// annotations; see KubernetesConfig.
+	Kubernetes KubernetesConfig
+}
+
+// PodSocketName is the name of brindled's socket for the CNI plugins, in
+// the directory of the nodename file.
+const PodSocketName = "brindled.sock"
+
+// KubernetesConfig is the plugin's `kubernetes` section (Calico puts its
+// kubeconfig at the same place): brindle-ipam asks brindled's socket
+// first, then the apiserver through the kubeconfig. With neither, pods'
+// annotations are not read.
+type KubernetesConfig struct {
+	// Kubeconfig is the file install-cni writes (JSON, mode 0600).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Socket is brindled's unix socket; default brindled.sock next to
+	// the nodename file.
+	Socket string `json:"socket,omitempty"`
+	// Timeout bounds reading a pod's annotations; default half of
+	// timeout_seconds, so that IPAM keeps time for etcd.
+	Timeout time.Duration `json:"-"`
+	// TimeoutSeconds is Timeout as configured.
+	TimeoutSeconds *float64 `json:"timeout_seconds,omitempty"`
 }
 
 // LoadIPAMNetConf parses stdin of a CNI call. env looks up environment
@@ -108,6 +133,7 @@ func LoadIPAMNetConf(data []byte, env func(string) (string, bool)) (*IPAMNetConf
 		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
 		LogFile          string               `json:"logFile"`
 		LogLevel         string               `json:"logLevel"`
+		Kubernetes       KubernetesConfig     `json:"kubernetes"`
 	}
 	if err := json.Unmarshal(data, &wire); err != nil {
 		return nil, fmt.Errorf("parse network config: %w", err)
@@ -121,6 +147,17 @@ func LoadIPAMNetConf(data []byte, env func(string) (string, bool)) (*IPAMNetConf
 	if err != nil {
 		return nil, err
 	}
+	k := wire.Kubernetes
+	if k.Socket == "" {
+		k.Socket = filepath.Join(filepath.Dir(ic.NodenameFile), PodSocketName)
+	}
+	k.Timeout = ic.Timeout / 2
+	if k.TimeoutSeconds != nil {
+		k.Timeout = time.Duration(*k.TimeoutSeconds * float64(time.Second))
+		if k.Timeout <= 0 || k.Timeout >= ic.Timeout {
+			return nil, fmt.Errorf("kubernetes.timeout_seconds %v: must be positive and less than ipam.timeout_seconds (%v)", *k.TimeoutSeconds, ic.Timeout.Seconds())
+		}
+	}
 	return &IPAMNetConf{
 		NetConf:          wire.NetConf,
 		IPAM:             *ic,
@@ -128,6 +165,7 @@ func LoadIPAMNetConf(data []byte, env func(string) (string, bool)) (*IPAMNetConf
 		ValidAttachments: wire.ValidAttachments,
 		LogFile:          wire.LogFile,
 		LogLevel:         wire.LogLevel,
+		Kubernetes:       k,
 	}, nil
 }
 

@@ -56,6 +56,7 @@ type cniArgs struct {
 	IP                types.UnmarshallableString
 	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive // CNI_ARGS names
 	K8S_POD_NAME      types.UnmarshallableString //nolint:revive
+	K8S_POD_UID       types.UnmarshallableString //nolint:revive
 }
 
 // call is what every command needs: config, node, allocator, deadline.
@@ -142,7 +143,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 			return fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, err)
 		}
 	}
-	got, err := c.alloc.Assign(c.ctx, AssignRequest{
+	req := AssignRequest{
 		Handle:    handle,
 		Node:      c.node,
 		Attrs:     attrs,
@@ -153,8 +154,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		IPs:       ips,
 		Endpoint: &Endpoint{Namespace: ns, Pod: pod, ContainerID: args.ContainerID,
 			IfName: args.IfName, HostVeth: conf.HostVethNameIf(ns, pod, args.ContainerID, args.IfName)},
-	})
+	}
+	ask, err := p.kubeRequest(c, ns, pod, string(ca.K8S_POD_UID), &req)
 	if err != nil {
+		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
+		return err
+	}
+	got, err := c.alloc.Assign(c.ctx, req)
+	if err != nil {
+		err = ask.explain(err)
 		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
 		return cniError(err)
 	}

@@ -400,9 +400,12 @@ func (t *txn) assignIP(ip netip.Addr, names []string, handle string, attrs map[s
 	if !ok {
 		holder := ""
 		if al := r.b.Allocations[ord]; al != nil {
-			holder = al.Handle
+			holder = fmt.Sprintf("handle %q", al.Handle)
+			if p := al.Attrs[AttrPod]; p != "" {
+				holder += " (pod " + al.Attrs[AttrNamespace] + "/" + p + ")"
+			}
 		}
-		return HandleAddr{}, perm("ip %s: already in use by handle %q", ip, holder)
+		return HandleAddr{}, perm("ip %s: already in use by %s", ip, holder)
 	}
 	return ha, nil
 }

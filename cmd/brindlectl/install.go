@@ -39,7 +39,8 @@ const defaultConflist = `{
         "etcd_cert_file": "__ETCD_CERT_FILE__",
         "etcd_key_file": "__ETCD_KEY_FILE__",
         "nodename_file": "__NODENAME_FILE__"
-      }
+      },
+      "kubernetes": { "kubeconfig": "__KUBECONFIG_FILEPATH__" }
     },
     { "type": "portmap", "snat": true, "capabilities": { "portMappings": true } }
   ]
@@ -68,6 +69,8 @@ type installOptions struct {
 	LogLevel     string
 	NodenameFile string
 	Nodename     string
+	// Kube, when set, writes the CNI plugins' kubeconfig (installkube.go).
+	Kube *kubeInstall
 }
 
 func init() { register("", newInstallCNICmd) }
@@ -82,6 +85,7 @@ func newInstallCNICmd(a *app) *cobra.Command {
 	self, _ := os.Executable()
 	var o installOptions
 	var binaries, template, mtu string
+	var kube kubeFlags
 	c := &cobra.Command{
 		Use:   "install-cni",
 		Short: "put brindle's CNI binaries and network config on this host (the DaemonSet's init container)",
@@ -110,6 +114,9 @@ func newInstallCNICmd(a *app) *cobra.Command {
 			case os.Getenv("CNI_NETWORK_CONFIG") != "":
 				o.Template = os.Getenv("CNI_NETWORK_CONFIG")
 			}
+			if o.Kube, err = kube.resolve(o.NetDir); err != nil {
+				return err
+			}
 			return install(o, a.out)
 		},
 	}
@@ -125,6 +132,7 @@ func newInstallCNICmd(a *app) *cobra.Command {
 	fs.StringVar(&o.LogLevel, "log-level", getenv("CNI_LOG_LEVEL", conf.DefaultLogLevel), "the plugin's log level (env CNI_LOG_LEVEL)")
 	fs.StringVar(&o.NodenameFile, "nodename-file", getenv("CNI_NODENAME_FILE", conf.DefaultNodenameFile), "the node name file the plugins read (env CNI_NODENAME_FILE)")
 	fs.StringVar(&o.Nodename, "nodename", getenv("NODENAME", ""), "if set, write it to --nodename-file now, before brindled starts (env NODENAME)")
+	kube.flags(fs)
 	return c
 }
 
@@ -192,6 +200,9 @@ func install(o installOptions, out io.Writer) error {
 	if err := os.MkdirAll(o.NetDir, 0o755); err != nil {
 		return fmt.Errorf("install-cni: %w", err)
 	}
+	if err := o.Kube.write(out); err != nil {
+		return err
+	}
 	path := filepath.Join(o.NetDir, o.ConfName)
 	if err := writeAtomic(path, conflist, 0o644); err != nil {
 		return fmt.Errorf("install-cni: %w", err)
@@ -218,6 +229,7 @@ func renderConflist(tmpl string, etcd conf.EtcdConfig, o installOptions) ([]byte
 		"__ETCD_CERT_FILE__", str(etcd.CertFile),
 		"__ETCD_KEY_FILE__", str(etcd.KeyFile),
 		"__NODENAME_FILE__", str(o.NodenameFile),
+		"__KUBECONFIG_FILEPATH__", str(o.Kube.path()),
 		"__LOG_FILE__", str(o.LogFile),
 		"__LOG_LEVEL__", str(o.LogLevel),
 		"__MTU__", strconv.Itoa(o.MTU),

@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	sigsjson "sigs.k8s.io/json"
@@ -55,6 +56,14 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &appsv1.Deployment{}, true
 	case "batch/v1/Job":
 		return &batchv1.Job{}, true
+	case "rbac.authorization.k8s.io/v1/ClusterRole":
+		return &rbacv1.ClusterRole{}, true
+	case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+		return &rbacv1.ClusterRoleBinding{}, true
+	case "rbac.authorization.k8s.io/v1/Role":
+		return &rbacv1.Role{}, true
+	case "rbac.authorization.k8s.io/v1/RoleBinding":
+		return &rbacv1.RoleBinding{}, true
 	}
 	return nil, false
 }
@@ -159,6 +168,14 @@ func find[T any](t *testing.T, objs []object, name string) T {
 
 type metaObject interface{ GetName() string }
 
+func clusterScoped(obj any) bool {
+	switch obj.(type) {
+	case *corev1.Namespace, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
+		return true
+	}
+	return false
+}
+
 func TestManifestsDecodeStrictly(t *testing.T) {
 	objs := loadObjects(t)
 	for _, o := range objs {
@@ -170,7 +187,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		if m.GetName() == "" {
 			t.Errorf("%s: no metadata.name", o.where)
 		}
-		if _, isNS := o.obj.(*corev1.Namespace); !isNS && m.GetNamespace() != namespace {
+		if !clusterScoped(o.obj) && m.GetNamespace() != namespace {
 			t.Errorf("%s: namespace %q, want %q", o.where, m.GetNamespace(), namespace)
 		}
 		if m.GetLabels()["app.kubernetes.io/part-of"] != "brindle" {

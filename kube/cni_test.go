@@ -1,0 +1,238 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/etcdtest"
+	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
+	"github.com/brindle-net/brindle/kube/podinfo"
+)
+
+// cniRig is the real brindle-ipam binary, driven through libcni, against a
+// real etcd and a real apiserver, with brindled's socket served here.
+type cniRig struct {
+	api   *apiserver
+	alloc *ipam.Allocator
+	cni   *libcni.CNIConfig
+	etcd  string
+	sock  string
+	dir   string
+}
+
+func newCNIRig(t *testing.T) *cniRig {
+	t.Helper()
+	r := &cniRig{api: startAPI(t), dir: t.TempDir()}
+	e := etcdtest.Start(t)
+	r.etcd = e.Endpoint
+	r.alloc = ipam.New(etcdgrpc.New(e.Client))
+	r.alloc.Log = quietLog()
+	r.cni = testenv.NewCNIConfig(testenv.BinDir(t, "brindle-ipam"), t.TempDir())
+	for _, p := range []conf.IPPool{
+		{Metadata: conf.ObjectMeta{Name: "pool-a"}, Spec: conf.IPPoolSpec{CIDR: "10.60.0.0/16"}},
+		{Metadata: conf.ObjectMeta{Name: "pool-b"}, Spec: conf.IPPoolSpec{CIDR: "10.61.0.0/16"}},
+		{Metadata: conf.ObjectMeta{Name: "pool-c"}, Spec: conf.IPPoolSpec{CIDR: "10.62.0.0/16", AssignmentMode: conf.AssignManual}},
+		{Metadata: conf.ObjectMeta{Name: "off"}, Spec: conf.IPPoolSpec{CIDR: "10.63.0.0/16", Disabled: true}},
+	} {
+		if _, err := r.alloc.ApplyPool(ctxT(t), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := NewPodCache(r.api.node, "node-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go cache.Run(ctx)
+	waitFor(t, 20*time.Second, "pod cache synced", cache.Synced)
+	r.sock = filepath.Join(r.dir, conf.PodSocketName)
+	go ServeSocket(ctx, r.sock, cache, quietLog())
+	waitFor(t, 5*time.Second, "socket", func() bool { _, err := os.Stat(r.sock); return err == nil })
+	return r
+}
+
+// list is the network config; kube is the plugin's kubernetes section.
+func (r *cniRig) list(t *testing.T, kube string) *libcni.NetworkConfigList {
+	t.Helper()
+	l, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network",
+		"plugins": [{"type": "brindle-ipam", %s
+			"ipam": {"etcd_endpoints": %q, "nodename": "node-1", "nodename_file": %q, "timeout_seconds": 4}}]}`,
+		kube, r.etcd, filepath.Join(r.dir, "nodename"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func rt(id, ns, pod, uid string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/unused", IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", ns}, {"K8S_POD_NAME", pod}, {"K8S_POD_UID", uid}, {"K8S_POD_INFRA_CONTAINER_ID", id}}}
+}
+
+func (r *cniRig) add(t *testing.T, l *libcni.NetworkConfigList, id, ns, pod, uid string) (string, error) {
+	t.Helper()
+	res, err := r.cni.AddNetworkList(ctxT(t), l, rt(id, ns, pod, uid))
+	if err != nil {
+		return "", err
+	}
+	cr, _ := current.NewResultFromResult(res)
+	var out []string
+	for _, ip := range cr.IPs {
+		out = append(out, ip.Address.IP.String())
+	}
+	return strings.Join(out, ","), nil
+}
+
+func inCIDR(ip, cidr string) bool {
+	_, n, err := net.ParseCIDR(cidr)
+	return err == nil && n.Contains(net.ParseIP(ip))
+}
+
+// The annotations of issue 10 through the real plugin: addresses and
+// pools from the pod and its Namespace, the Calico names, every refusal
+// naming pod, annotation and address with nothing allocated.
+func TestCNIAnnotations(t *testing.T) {
+	r := newCNIRig(t)
+	ctx := ctxT(t)
+	if _, _, err := r.alloc.ApplyReservation(ctx, conf.IPReservation{Metadata: conf.ObjectMeta{Name: "gw"},
+		Spec: conf.IPReservationSpec{ReservedCIDRs: []string{"10.60.0.1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r.api.makeNamespace(t, "apps", map[string]string{podinfo.IPv4Pools: `["pool-b"]`})
+	r.api.makeNamespace(t, "plain", nil)
+	viaSocket := r.list(t, "")
+	type pod struct{ name, ns, ann, val string }
+	uids := map[string]string{}
+	for _, p := range []pod{
+		{"fixed", "plain", podinfo.IPAddrs, `["10.60.0.5"]`},
+		{"calico-fixed", "plain", podinfo.CalicoIPAddrs, `["10.60.0.6"]`},
+		{"taken", "plain", podinfo.CalicoIPAddrs, `["10.60.0.5"]`},
+		{"reserved", "plain", podinfo.IPAddrs, `["10.60.0.1"]`},
+		{"outside", "plain", podinfo.IPAddrs, `["192.168.77.1"]`},
+		{"disabled", "plain", podinfo.IPAddrs, `["10.63.0.9"]`},
+		{"ns-default", "apps", "", ""},
+		{"pod-wins", "apps", podinfo.CalicoIPv4Pools, `["10.62.0.0/16"]`},
+		{"no-such-pool", "plain", podinfo.IPv4Pools, `["nope"]`},
+		{"bad-json", "plain", podinfo.IPAddrs, `10.60.0.9`},
+		{"none", "plain", "", ""},
+	} {
+		ann := map[string]string{}
+		if p.ann != "" {
+			ann[p.ann] = p.val
+		}
+		uids[p.name] = string(r.api.makePod(t, p.ns, p.name, "node-1", ann, nil).UID)
+	}
+	ok := func(name, ns, want string) {
+		t.Helper()
+		got, err := r.add(t, viaSocket, "c-"+name, ns, name, uids[name])
+		if err != nil || !inCIDR(got, want) && got != want {
+			t.Fatalf("%s: got %q %v, want %s", name, got, err, want)
+		}
+	}
+	ok("fixed", "plain", "10.60.0.5")
+	ok("calico-fixed", "plain", "10.60.0.6")
+	ok("ns-default", "apps", "10.61.0.0/16")
+	ok("pod-wins", "apps", "10.62.0.0/16") // a Manual pool, named by CIDR
+	ok("none", "plain", "10.60.0.0/16")
+	if h, _ := r.alloc.HandleOf(ctx, "c-fixed.eth0"); h == nil || h.Attrs[ipam.AttrPodUID] != uids["fixed"] {
+		t.Fatalf("handle does not record the pod UID: %+v", h)
+	}
+	before, _, _ := r.alloc.Usage(ctx)
+	for _, tc := range []struct{ name, want string }{
+		{"taken", `pod plain/taken: annotation cni.projectcalico.org/ipAddrs asks for [10.60.0.5]: ip 10.60.0.5: already in use by handle "c-fixed.eth0" (pod plain/fixed)`},
+		{"reserved", `pod plain/reserved: annotation brindle.net/ipAddrs asks for [10.60.0.1]: ip 10.60.0.1: reserved by IPReservation "gw"`},
+		{"outside", `pod plain/outside: annotation brindle.net/ipAddrs asks for [192.168.77.1]: ip 192.168.77.1: not inside any ip pool`},
+		{"disabled", `pod plain/disabled: annotation brindle.net/ipAddrs asks for [10.63.0.9]: ip 10.63.0.9: pool "off" is disabled`},
+		{"no-such-pool", `pod plain/no-such-pool: pod annotation brindle.net/ipv4pools [nope]: no usable ip pool: pool "nope" does not exist`},
+		{"bad-json", `pod plain/bad-json: annotation brindle.net/ipAddrs "10.60.0.9": not a JSON list`},
+	} {
+		_, err := r.add(t, viaSocket, "c-"+tc.name, "plain", tc.name, uids[tc.name])
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v\nwant  %s", tc.name, err, tc.want)
+		}
+		if h, _ := r.alloc.HandleOf(ctx, "c-"+tc.name+".eth0"); h != nil {
+			t.Errorf("%s: refused ADD left handle %+v", tc.name, h)
+		}
+	}
+	after, _, _ := r.alloc.Usage(ctx)
+	for i := range before {
+		if before[i].Used != after[i].Used {
+			t.Errorf("refused ADDs allocated: pool %s used %d -> %d", before[i].Name, before[i].Used, after[i].Used)
+		}
+	}
+
+	// Directly through the kubeconfig brindled writes, without brindled.
+	kc := filepath.Join(r.dir, "brindle-kubeconfig")
+	if _, err := (&CNIKubeconfig{Clients: r.api.node, Path: kc, Log: quietLog()}).Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	direct := r.list(t, fmt.Sprintf(`"kubernetes": {"kubeconfig": %q, "socket": %q},`, kc, filepath.Join(r.dir, "no.sock")))
+	r.api.makePod(t, "plain", "direct", "node-1", map[string]string{podinfo.IPAddrs: `["10.60.0.77"]`}, nil)
+	if got, err := r.add(t, direct, "c-direct", "plain", "direct", ""); err != nil || got != "10.60.0.77" {
+		t.Fatalf("through the kubeconfig: %q %v", got, err)
+	}
+
+	// No Kubernetes at all (the lab, plain containerd): as before.
+	noKube := r.list(t, fmt.Sprintf(`"kubernetes": {"socket": %q},`, filepath.Join(r.dir, "no.sock")))
+	if got, err := r.add(t, noKube, "c-nokube", "plain", "fixed-but-unread", ""); err != nil || !inCIDR(got, "10.60.0.0/16") {
+		t.Fatalf("without Kubernetes: %q %v", got, err)
+	}
+}
+
+// An apiserver that does not answer: ADD fails with "try again later"
+// within the kubernetes timeout, and allocates nothing.
+func TestCNIUnreachableAPIServer(t *testing.T) {
+	e := etcdtest.Start(t)
+	alloc := ipam.New(etcdgrpc.New(e.Client))
+	if _, err := alloc.ApplyPool(ctxT(t), conf.IPPool{Metadata: conf.ObjectMeta{Name: "p"}, Spec: conf.IPPoolSpec{CIDR: "10.60.0.0/16"}}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	os.WriteFile(kc, renderKubeconfig("https://"+ln.Addr().String(), nil, "t"), 0o600)
+	l, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "n",
+		"plugins": [{"type": "brindle-ipam", "kubernetes": {"kubeconfig": %q, "timeout_seconds": 1},
+			"ipam": {"etcd_endpoints": %q, "nodename": "node-1", "nodename_file": %q, "timeout_seconds": 5}}]}`,
+		kc, e.Endpoint, filepath.Join(dir, "nodename"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cni := testenv.NewCNIConfig(testenv.BinDir(t, "brindle-ipam"), t.TempDir())
+	start := time.Now()
+	_, err = cni.AddNetworkList(ctxT(t), l, rt("c1", "default", "p", "u"))
+	took := time.Since(start)
+	var terr *types.Error
+	if !errors.As(err, &terr) || terr.Code != types.ErrTryAgainLater || took > 3*time.Second {
+		t.Fatalf("got %v after %s; want code 11 within the 1 s kubernetes timeout", err, took)
+	}
+	t.Logf("ADD gave up after %s: %v", took.Round(time.Millisecond), err)
+	if h, _ := alloc.HandleOf(ctxT(t), "c1.eth0"); h != nil {
+		t.Fatalf("left a handle: %+v", h)
+	}
+}

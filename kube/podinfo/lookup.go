@@ -1,0 +1,161 @@
+package podinfo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+)
+
+// Config says where pod information comes from.
+type Config struct {
+	// Socket is brindled's unix socket, asked first when it exists.
+	Socket string
+	// Kubeconfig is the file install-cni writes (brindled keeps its token
+	// fresh), used when brindled does not answer.
+	Kubeconfig string
+}
+
+// ErrNoAccess means neither source is configured or present: the plugin
+// runs without Kubernetes (the lab, plain containerd).
+var ErrNoAccess = errors.New("no Kubernetes access configured")
+
+// ErrNotFound means the API has no such pod (a static pod without its
+// mirror yet, or a pod deleted meanwhile).
+var ErrNotFound = errors.New("pod not found in the Kubernetes API")
+
+// Lookup returns the pod (uid is the runtime's K8S_POD_UID; brindled reads
+// past its cache when the cached pod has another). It asks brindled first;
+// when brindled does not answer (not running, no socket), the apiserver
+// through the kubeconfig. ctx bounds the whole lookup.
+func Lookup(ctx context.Context, c Config, namespace, name, uid string) (*Info, error) {
+	var sockErr error
+	if c.Socket != "" {
+		if _, err := os.Stat(c.Socket); err == nil {
+			info, err := askBrindled(ctx, c.Socket, namespace, name, uid)
+			if err == nil || errors.Is(err, ErrNotFound) || c.Kubeconfig == "" {
+				return info, err
+			}
+			sockErr = err
+		}
+	}
+	if c.Kubeconfig == "" {
+		return nil, ErrNoAccess
+	}
+	info, err := askAPIServer(ctx, c.Kubeconfig, namespace, name)
+	if err != nil && sockErr != nil {
+		return nil, fmt.Errorf("%w (and brindled: %v)", err, sockErr)
+	}
+	return info, err
+}
+
+func askBrindled(ctx context.Context, socket, namespace, name, uid string) (*Info, error) {
+	cl := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableKeepAlives: true,
+	}}
+	q := url.Values{"namespace": {namespace}, "name": {name}, "uid": {uid}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://brindled/v1/pod?"+q.Encode(), nil)
+	res, err := cl.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ask brindled at %s: %w", socket, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	switch res.StatusCode {
+	case http.StatusOK:
+		var info Info
+		if err := json.Unmarshal(body, &info); err != nil {
+			return nil, fmt.Errorf("ask brindled: decode: %w", err)
+		}
+		return &info, nil
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%w: %s/%s (brindled)", ErrNotFound, namespace, name)
+	}
+	return nil, fmt.Errorf("ask brindled: %s: %s", res.Status, body)
+}
+
+// objectMeta is the part of a pod or namespace read from the apiserver.
+type objectMeta struct {
+	Metadata struct {
+		Name            string            `json:"name"`
+		Namespace       string            `json:"namespace"`
+		UID             string            `json:"uid"`
+		Annotations     map[string]string `json:"annotations"`
+		OwnerReferences []struct {
+			Kind       string `json:"kind"`
+			Name       string `json:"name"`
+			UID        string `json:"uid"`
+			Controller *bool  `json:"controller"`
+		} `json:"ownerReferences"`
+	} `json:"metadata"`
+}
+
+// askAPIServer GETs the pod and its namespace, metadata only, over one
+// connection: no discovery, no client library.
+func askAPIServer(ctx context.Context, path, namespace, name string) (*Info, error) {
+	t, err := loadKubeconfig(path)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{TLSClientConfig: t.tls, TLSHandshakeTimeout: 5 * time.Second, MaxIdleConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr}
+	get := func(p string) (*objectMeta, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.server+p, nil)
+		// Only the metadata: the server sends a PartialObjectMetadata.
+		req.Header.Set("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
+		if t.token != "" {
+			req.Header.Set("Authorization", "Bearer "+t.token)
+		}
+		res, err := cl.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("kubernetes apiserver %s: %w", t.server, err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(res.Body, 4<<20))
+		switch res.StatusCode {
+		case http.StatusOK:
+		case http.StatusNotFound:
+			return nil, ErrNotFound
+		default:
+			return nil, fmt.Errorf("kubernetes apiserver %s: GET %s: %s: %.300s", t.server, p, res.Status, body)
+		}
+		var m objectMeta
+		if err := json.Unmarshal(body, &m); err != nil {
+			return nil, fmt.Errorf("kubernetes apiserver: GET %s: decode: %w", p, err)
+		}
+		return &m, nil
+	}
+	pod, err := get("/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name))
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, namespace, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	info := &Info{Namespace: namespace, Name: name, UID: pod.Metadata.UID,
+		Annotations: Relevant(pod.Metadata.Annotations), Source: "apiserver"}
+	for _, o := range pod.Metadata.OwnerReferences {
+		if o.Controller != nil && *o.Controller {
+			info.Owner = &Owner{Kind: o.Kind, Name: o.Name, UID: o.UID}
+		}
+	}
+	ns, err := get("/api/v1/namespaces/" + url.PathEscape(namespace))
+	switch {
+	case err == nil:
+		info.NamespaceAnnotations = Relevant(ns.Metadata.Annotations)
+	case !errors.Is(err, ErrNotFound):
+		return nil, err
+	}
+	return info, nil
+}
