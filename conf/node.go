@@ -29,6 +29,10 @@ type Node struct {
 	// TunnelIPv4 and VXLANMAC are published when the node needs a tunnel.
 	TunnelIPv4 string `json:"tunnelIPv4,omitempty"`
 	VXLANMAC   string `json:"vxlanMAC,omitempty"`
+	// KubernetesNode is the Kubernetes Node this record is for, written
+	// by brindled when it runs in Kubernetes: the controller removes the
+	// record (and releases the node's IPAM) when that Node is deleted.
+	KubernetesNode string `json:"kubernetesNode,omitempty"`
 	// Registered is when brindled last wrote the record.
 	Registered time.Time `json:"registered"`
 }

@@ -73,6 +73,10 @@ type AssignRequest struct {
 	// Use is what the addresses are for: pools whose allowedUses lack it
 	// are not used automatically (default conf.UseWorkload).
 	Use conf.PoolUse
+	// Sticky marks a sticky StatefulSet pod (Handle is StickyHandleID,
+	// Attrs carry StickyAttrs): an existing handle is re-attached to this
+	// attachment instead of answered as is.
+	Sticky bool
 }
 
 // Errors callers tell apart.
@@ -217,6 +221,11 @@ func (t *txn) assignReq(p *pending) ([]HandleAddr, []Op, error) {
 			if !slices.ContainsFunc(hr.h.Addrs, func(h HandleAddr) bool { return h.Addr == ip }) {
 				return nil, nil, perm("handle %q already holds %v, not the requested %s", req.Handle, addrsOf(hr.h.Addrs), ip)
 			}
+		}
+		if req.Sticky && IsSticky(hr.h) {
+			ops, err := t.reattach(hr, req)
+			p.fromHandle = len(ops) == 0
+			return hr.h.Addrs, ops, err
 		}
 		p.fromHandle = true
 		return hr.h.Addrs, nil, nil

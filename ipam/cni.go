@@ -223,6 +223,9 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		c.notes.Remove(handle)
 	}
 	p.Log.Info("ipam del", "container", args.ContainerID, "released", addrsOf(rel))
+	if len(rel) == 0 {
+		p.detachSticky(c, args.Args, args.ContainerID, args.IfName)
+	}
 	// Runtimes do not all call GC, so a DEL also releases this node's
 	// blocks that have stayed empty past the grace period. It is one read
 	// when there are none, and DEL is dominated by deleting the veth anyway;

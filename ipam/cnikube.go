@@ -68,7 +68,28 @@ func (p *Plugin) kubeRequest(c *call, namespace, name, uid string, req *AssignRe
 	if uid != "" {
 		req.Attrs[AttrPodUID] = uid
 	}
+	if s := r.Sticky; s != nil {
+		// The pod's addresses are kept under its name, not its sandbox.
+		req.Handle = StickyHandleID(namespace, name, req.Attrs[AttrIfName])
+		req.Sticky = true
+		req.Attrs = StickyAttrs(req.Attrs, s.StatefulSet, s.UID, s.Ordinal)
+	}
 	return ask, nil
+}
+
+// detachSticky is the DEL of a sticky pod's attachment, whose addresses
+// are held under the pod's name (StickyHandleID), not the sandbox's.
+func (p *Plugin) detachSticky(c *call, args string, containerID, ifName string) {
+	var ca cniArgs
+	if args == "" || types.LoadArgs("IgnoreUnknown=1;"+args, &ca) != nil || ca.K8S_POD_NAME == "" {
+		return
+	}
+	id := StickyHandleID(string(ca.K8S_POD_NAMESPACE), string(ca.K8S_POD_NAME), ifName)
+	if ok, err := c.alloc.DetachSticky(c.ctx, id, containerID); err != nil {
+		p.Log.Warn("ipam del: detach sticky addresses", "handle", id, "err", err)
+	} else if ok {
+		p.Log.Info("ipam del: sticky addresses kept for the pod's next incarnation", "handle", id, "container", containerID)
+	}
 }
 
 // explain names the pod and the annotation behind a refused ADD: "pod

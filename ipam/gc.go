@@ -46,6 +46,15 @@ func (a *Allocator) GC(ctx context.Context, node, network string, valid []Attach
 		if h.Node != node || h.Attrs[AttrContainerID] == "" || keep[h.ID] {
 			continue
 		}
+		if IsSticky(&h) {
+			// A sticky pod's addresses outlive its sandbox: only detach.
+			if !keep[HandleID(h.Attrs[AttrContainerID], h.Attrs[AttrIfName])] {
+				if _, err := a.DetachSticky(ctx, h.ID, h.Attrs[AttrContainerID]); err != nil {
+					errs = append(errs, fmt.Errorf("gc: %w", err))
+				}
+			}
+			continue
+		}
 		if h.Attrs[AttrNetwork] != network {
 			if h.Attrs[AttrNetwork] == "" {
 				a.Log.Debug("gc: handle records no network; left alone", "handle", h.ID)

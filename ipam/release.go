@@ -26,6 +26,14 @@ func (a *Allocator) ReleaseHandle(ctx context.Context, handle string) ([]HandleA
 
 // releaseHandle is ReleaseHandle on its own transaction.
 func (a *Allocator) releaseHandle(ctx context.Context, handle string) ([]HandleAddr, error) {
+	return a.ReleaseHandleIf(ctx, handle, nil)
+}
+
+// ReleaseHandleIf is ReleaseHandle on its own transaction, made only if
+// cond (when not nil) holds for the handle as read in that transaction:
+// the commit is guarded by the handle's revision, so a handle that changes
+// after cond was judged is judged again.
+func (a *Allocator) ReleaseHandleIf(ctx context.Context, handle string, cond func(*Handle) bool) ([]HandleAddr, error) {
 	var released []HandleAddr
 	err := a.retry(ctx, "release "+handle, func() (bool, error) {
 		released = nil
@@ -39,6 +47,9 @@ func (a *Allocator) releaseHandle(ctx context.Context, handle string) ([]HandleA
 		var h Handle
 		if err := decode(res[0][0], &h); err != nil {
 			return false, err
+		}
+		if cond != nil && !cond(&h) {
+			return true, nil
 		}
 		t, err := a.readForRelease(ctx, h)
 		if err != nil {

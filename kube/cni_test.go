@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
@@ -234,5 +236,95 @@ func TestCNIUnreachableAPIServer(t *testing.T) {
 	t.Logf("ADD gave up after %s: %v", took.Round(time.Millisecond), err)
 	if h, _ := alloc.HandleOf(ctxT(t), "c1.eth0"); h != nil {
 		t.Fatalf("left a handle: %+v", h)
+	}
+}
+
+// listOn is r.list for another node.
+func (r *cniRig) listOn(t *testing.T, node string) *libcni.NetworkConfigList {
+	t.Helper()
+	l, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "k8s-pod-network",
+		"plugins": [{"type": "brindle-ipam", "kubernetes": {"socket": %q},
+			"ipam": {"etcd_endpoints": %q, "nodename": %q, "nodename_file": %q, "timeout_seconds": 4}}]}`,
+		r.sock, r.etcd, node, filepath.Join(r.dir, node, "nodename"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// Sticky StatefulSet addresses through the real plugin: web-0 keeps its
+// address when recreated on another node (its endpoint moves there); a
+// late DEL of the old sandbox changes nothing; a pod that is not a
+// StatefulSet's cannot be sticky.
+func TestCNISticky(t *testing.T) {
+	r := newCNIRig(t)
+	ctx := ctxT(t)
+	r.api.makeNamespace(t, "db", nil)
+	ctrl := true
+	owner := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "web", UID: "sts-1", Controller: &ctrl}
+	sticky := map[string]string{podinfo.Sticky: "true"}
+	n1, n2 := r.listOn(t, "node-1"), r.listOn(t, "node-2")
+	id := ipam.StickyHandleID("db", "web-0", "eth0")
+
+	p1 := r.api.makePod(t, "db", "web-0", "node-1", sticky, owner)
+	first, err := r.add(t, n1, "sandbox-1", "db", "web-0", string(p1.UID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := r.add(t, n1, "sandbox-1", "db", "web-0", string(p1.UID)); err != nil || again != first {
+		t.Fatalf("repeated ADD: %q %v, want %s", again, err, first)
+	}
+	h, _ := r.alloc.HandleOf(ctx, id)
+	if h == nil || h.Node != "node-1" || h.Attrs[ipam.AttrStatefulSet] != "web" || h.Attrs[ipam.AttrOrdinal] != "0" {
+		t.Fatalf("sticky handle %+v", h)
+	}
+	// The pod is deleted: DEL detaches, the address stays with the handle.
+	if err := r.cni.DelNetworkList(ctx, n1, rt("sandbox-1", "db", "web-0", string(p1.UID))); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := r.alloc.HandleOf(ctx, id); h == nil || h.Attrs[ipam.AttrContainerID] != "" || len(h.Addrs) != 1 {
+		t.Fatalf("after DEL: %+v, want the handle detached with its address", h)
+	}
+	if k, _ := r.alloc.Check(ctx); !k.Clean() {
+		t.Fatalf("a detached sticky handle is not clean for ipam check: %+v", k)
+	}
+	if err := r.api.admin.CoreV1().Pods("db").Delete(ctx, "web-0", forceDelete()); err != nil {
+		t.Fatal(err)
+	}
+	// Recreated on node-2 (new UID, new sandbox): the same address.
+	p2 := r.api.makePod(t, "db", "web-0", "node-2", sticky, owner)
+	second, err := r.add(t, n2, "sandbox-2", "db", "web-0", string(p2.UID))
+	if err != nil || second != first {
+		t.Fatalf("recreated on node-2: %q %v, want %s", second, err, first)
+	}
+	ep := func(node string) bool {
+		res, err := r.alloc.Store.Read(ctx, ipam.Get{Key: "endpoints/" + node + "/" + id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res[0]) == 1
+	}
+	if ep("node-1") || !ep("node-2") {
+		t.Fatalf("endpoint on node-1 %v, node-2 %v; want node-2 only", ep("node-1"), ep("node-2"))
+	}
+	info, _ := r.alloc.ShowIP(ctx, netip.MustParseAddr(first))
+	if info.Affinity != "node-1" || info.Attrs[ipam.AttrNode] != "node-2" || info.Attrs[ipam.AttrContainerID] != "sandbox-2" {
+		t.Fatalf("the address is %+v; want node-1's block, held for node-2's sandbox (a borrowed /32)", info)
+	}
+	// The old sandbox's DEL, late: nothing happens.
+	if err := r.cni.DelNetworkList(ctx, n1, rt("sandbox-1", "db", "web-0", string(p1.UID))); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := r.alloc.HandleOf(ctx, id); h == nil || h.Attrs[ipam.AttrContainerID] != "sandbox-2" || !ep("node-2") {
+		t.Fatalf("a late DEL of the old sandbox detached the new one: %+v", h)
+	}
+	if k, _ := r.alloc.Check(ctx); !k.Clean() {
+		t.Fatalf("ipam check: %+v", k)
+	}
+	// Not a StatefulSet's pod: refused by name.
+	rsOwner := &metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "rs-1", Controller: &ctrl}
+	r.api.makePod(t, "db", "rs-x", "node-1", sticky, rsOwner)
+	if _, err := r.add(t, n1, "sandbox-3", "db", "rs-x", ""); err == nil || !strings.Contains(err.Error(), "pod db/rs-x: annotation brindle.net/sticky: only pods of a StatefulSet can be sticky") {
+		t.Fatalf("sticky ReplicaSet pod: %v", err)
 	}
 }

@@ -152,3 +152,9 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// forceDelete deletes at once: no kubelet runs to finish a graceful delete.
+func forceDelete() metav1.DeleteOptions {
+	zero := int64(0)
+	return metav1.DeleteOptions{GracePeriodSeconds: &zero}
+}

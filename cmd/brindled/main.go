@@ -39,6 +39,7 @@ type flags struct {
 	resync, holdMax, etcdWait                                                                time.Duration
 	deregister                                                                               bool
 	nodeAPI                                                                                  *nodeapi.Config
+	kube                                                                                     kubeOpts
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.BoolVar(&f.deregister, "deregister-on-exit", false, "delete the node record on exit (the node leaves the cluster)")
 	f.nodeAPI = nodeapi.Flags(flag.CommandLine)
 	f.policy.register()
+	f.kube.register()
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
@@ -103,15 +105,23 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		name = strings.ToLower(h)
 	}
 	log = log.With("node", name)
+	kc, err := f.kube.connect(f.policy.kubeconfig, log)
+	if err != nil {
+		return err
+	}
+	flagLabels, err := parseLabels(f.labels)
+	if err != nil {
+		return err
+	}
+	labels, err := kubeNode(ctx, kc, &f, name, flagLabels)
+	if err != nil {
+		return err
+	}
 	addr, err := bgpd.DetectIPv4(f.ip)
 	if err != nil {
 		return err
 	}
 	addr6, err := bgpd.DetectIPv6(f.ip6)
-	if err != nil {
-		return err
-	}
-	labels, err := parseLabels(f.labels)
 	if err != nil {
 		return err
 	}
@@ -129,7 +139,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		v6 = addr6.String()
 	}
 	self := conf.Node{Name: name, IPv4Address: addr.String(), IPv6Address: v6, ASNumber: uint32(f.asn),
-		RouteReflectorClusterID: f.rrCluster, Labels: labels}
+		RouteReflectorClusterID: f.rrCluster, Labels: labels, KubernetesNode: kubeNodeName(kc, name)}
 	claim := bgpd.NewNameClaim(cli, name, addr.Addr().String(), log)
 	claimed := false
 	register := func(ctx context.Context) error {
@@ -225,6 +235,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	} else {
 		defer stopAPI()
 	}
+	f.kube.run(ctx, kc, &f, name, flagLabels, cli, metrics.Registry, log)
 	err = agent.Run(ctx)
 
 	log.Info("shutting down", "deregister", f.deregister)

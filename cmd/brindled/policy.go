@@ -30,7 +30,7 @@ type policyFlags struct {
 
 func (p *policyFlags) register() {
 	flag.BoolVar(&p.filter, "filter", true, "keep table inet brindle: anti-spoofing on the host veths, the underlay guard, forwarding on hosts whose FORWARD policy is DROP, and NetworkPolicy when in Kubernetes")
-	flag.StringVar(&p.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for NetworkPolicy (default: in-cluster when KUBERNETES_SERVICE_HOST is set; without either, no policy is enforced)")
+	flag.StringVar(&p.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for brindled's API access: NetworkPolicy, pods' annotations for the CNI plugins, node labels, the cluster-wide controller (default: in-cluster when KUBERNETES_SERVICE_HOST is set; without either, none of them)")
 	flag.UintVar(&p.nflogGroup, "nflog-group", 44, "nflog group for sampled drop logs (0: none)")
 	flag.BoolVar(&p.conntrack, "policy-conntrack-flush", true, "delete the conntrack entries of connections a removed or tightened policy no longer allows")
 }
