@@ -67,7 +67,7 @@ func (o *kubeOpts) connect(kubeconfig string, log *slog.Logger) (*kube.Clients, 
 // kubeNode fills in what the Node says before the node registers: the
 // address for --ip/--ip6 kubernetes-internal-ip, and the labels (with
 // --labels on top).
-func kubeNode(ctx context.Context, kc *kube.Clients, f *flags, name string, labels map[string]string) (map[string]string, error) {
+func kubeNode(ctx context.Context, kc *kube.Clients, f *flags, name string, labels map[string]string, log *slog.Logger) (map[string]string, error) {
 	if kc == nil {
 		for _, s := range []string{f.ip, f.ip6} {
 			if s == kube.InternalIPSpec {
@@ -90,7 +90,10 @@ func kubeNode(ctx context.Context, kc *kube.Clients, f *flags, name string, labe
 	}
 	nl, err := kube.NodeLabels(ctx, kc, name)
 	if err != nil {
-		return nil, err
+		// Networking must not wait for the apiserver: the label sync
+		// copies the Node's labels once it answers.
+		log.Warn("cannot read the Node's labels yet; the node registers without them", "node", name, "err", err)
+		return labels, nil
 	}
 	out := maps.Clone(nl)
 	if out == nil {

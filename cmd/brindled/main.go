@@ -113,7 +113,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	labels, err := kubeNode(ctx, kc, &f, name, flagLabels)
+	labels, err := kubeNode(ctx, kc, &f, name, flagLabels, log)
 	if err != nil {
 		return err
 	}

@@ -390,7 +390,7 @@ func TestConflistTemplate(t *testing.T) {
 	objs := loadObjects(t)
 	cm := find[*corev1.ConfigMap](t, objs, "brindle-config")
 	tmpl := cm.Data["cni_network_config"]
-	for _, ph := range []string{"__ETCD_ENDPOINTS__", "__ETCD_CA_CERT_FILE__", "__ETCD_CERT_FILE__", "__ETCD_KEY_FILE__", "__NODENAME_FILE__", "__MTU__", "__LOG_FILE__", "__LOG_LEVEL__"} {
+	for _, ph := range []string{"__ETCD_ENDPOINTS__", "__ETCD_CA_CERT_FILE__", "__ETCD_CERT_FILE__", "__ETCD_KEY_FILE__", "__NODENAME_FILE__", "__MTU__", "__LOG_FILE__", "__LOG_LEVEL__", "__KUBECONFIG_FILEPATH__"} {
 		if !strings.Contains(tmpl, ph) {
 			t.Errorf("cni_network_config lacks %s", ph)
 		}
@@ -401,6 +401,7 @@ func TestConflistTemplate(t *testing.T) {
 		"__NODENAME_FILE__", conf.DefaultNodenameFile,
 		"__MTU__", cm.Data["veth_mtu"],
 		"__LOG_FILE__", conf.DefaultLogFile, "__LOG_LEVEL__", conf.DefaultLogLevel,
+		"__KUBECONFIG_FILEPATH__", "/etc/cni/net.d/brindle-kubeconfig",
 	).Replace(tmpl)
 	var list struct {
 		CNIVersion string            `json:"cniVersion"`

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/etcdtest"
+	"github.com/brindle-net/brindle/internal/kubetest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
 )
@@ -97,6 +99,18 @@ func run(pods, rounds int, bin string) error {
 		return err
 	}
 	defer stopEtcd()
+	// Reading pods' annotations in Kubernetes (kube.go), when the
+	// apiserver's binaries are there.
+	kb, err := startKube(host.NS, pods)
+	switch {
+	case errors.Is(err, kubetest.ErrMissing):
+		fmt.Fprintf(os.Stderr, "no Kubernetes scenarios: %v (make kubetest-bins)\n", err)
+	case err != nil:
+		return fmt.Errorf("kubernetes: %w", err)
+	default:
+		defer kb.stop()
+		scenarios = append(scenarios, kb.scenarios()...)
+	}
 
 	// One unrecorded run of each warms the page cache and the kernel's
 	// slab caches, so the first scenario measured is not penalised.
@@ -148,6 +162,9 @@ func run(pods, rounds int, bin string) error {
 		}
 	}
 	w.Flush()
+	if kb != nil {
+		kubeTable(results, modes)
+	}
 	return execTable(bin)
 }
 
