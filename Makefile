@@ -18,7 +18,7 @@ IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
+.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
 
 all: build
 
@@ -37,9 +37,15 @@ testbins:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(TESTBINS)
 
+# A real kube-apiserver and etcd (v1.34.4) for the tests of code that talks
+# to Kubernetes (internal/kubetest), built once into /var/cache/brindle-k8s
+# by the test cluster's build script.
+kubetest-bins:
+	test/k8s/build.sh kube-apiserver etcd
+
 # The whole suite: unit tests, and as root the integration and e2e tests in
 # network namespaces, against the binaries built here.
-test: deps build refplugins testbins
+test: deps build refplugins testbins kubetest-bins
 	$(GO) vet ./...
 	BRINDLE_BIN_DIR=$(abspath $(BIN)) $(GO) test $(TESTFLAGS) ./...
 
