@@ -198,6 +198,7 @@ func (e *Enforcer) Sync() {
 	default:
 		e.metrics.syncs.WithLabelValues("ok").Inc()
 		e.metrics.duration.Observe(time.Since(start).Seconds())
+		e.cfg.Log.Debug("policy sync", "took", st.Took, "change", st.Change, "endpoints", st.Endpoints, "policies", st.Policies, "conntrackFlushed", st.Flushed)
 	}
 	st.Loose = e.looseHost()
 	e.mu.Lock()

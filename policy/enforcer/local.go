@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sort"
 	"strings"
 
@@ -80,20 +81,54 @@ func retry[T any](f func() (T, error)) (T, error) {
 
 // watchKernel signals on every link or route change in the namespace, so
 // that a new pod's endpoint is written as soon as its host route exists.
-func watchKernel(ctx context.Context, ns netns.NsHandle, log *slog.Logger, signal func()) {
+// The subscriptions are made from a thread inside the namespace (when one
+// is given), which binds their sockets to it.
+func watchKernel(ctx context.Context, nsh netns.NsHandle, log *slog.Logger, signal func()) {
 	links := make(chan netlink.LinkUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 256)
-	nsp := &ns
-	if ns == 0 {
-		nsp = nil
+	subscribe := func() {
+		if err := netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil {
+					log.Warn("link watch", "err", err)
+				}
+			}}); err != nil {
+			log.Warn("cannot watch links; relying on the periodic check", "err", err)
+		}
+		if err := netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil {
+					log.Warn("route watch", "err", err)
+				}
+			}}); err != nil {
+			log.Warn("cannot watch routes; relying on the periodic check", "err", err)
+		}
 	}
-	if err := netlink.LinkSubscribeWithOptions(links, ctx.Done(), netlink.LinkSubscribeOptions{Namespace: nsp,
-		ErrorCallback: func(err error) { log.Warn("link watch", "err", err) }}); err != nil {
-		log.Warn("cannot watch links; relying on the periodic check", "err", err)
-	}
-	if err := netlink.RouteSubscribeWithOptions(routes, ctx.Done(), netlink.RouteSubscribeOptions{Namespace: nsp,
-		ErrorCallback: func(err error) { log.Warn("route watch", "err", err) }}); err != nil {
-		log.Warn("cannot watch routes; relying on the periodic check", "err", err)
+	if nsh == 0 {
+		subscribe()
+	} else {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread()
+			orig, err := netns.Get()
+			if err != nil {
+				log.Warn("cannot watch the namespace", "err", err)
+				return // the thread ends locked, in its own namespace
+			}
+			defer orig.Close()
+			if err := netns.Set(nsh); err != nil {
+				log.Warn("cannot enter the namespace to watch it", "err", err)
+				return
+			}
+			subscribe()
+			// Back home before the thread is reused; a thread that cannot
+			// go back stays locked and ends with this goroutine.
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+		<-done
 	}
 	go func() {
 		for {

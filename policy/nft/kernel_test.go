@@ -207,6 +207,15 @@ func TestKernelIncremental(t *testing.T) {
 			p.Endpoints[0].Ingress = []string{"aaaa"}
 			p.Policies = p.Policies[:2]
 		}, 1},
+		{"every policy is removed", func(p *Program) {
+			for i := range p.Endpoints {
+				p.Endpoints[i].Ingress, p.Endpoints[i].Egress = nil, nil
+			}
+			p.Policies = nil
+		}, 2},
+		{"every policy is removed, no slots kept", func(p *Program) {
+			p.MinSlots = [2]int{}
+		}, 2},
 	}
 	for _, st := range steps {
 		st.change(p)

@@ -35,6 +35,8 @@ const (
 	nfulnlMsgConfig = 1
 	nfulaCfgCmd     = 1
 	nfulaCfgMode    = 2
+	nfulaCfgTimeout = 4
+	nfulaCfgQthresh = 5
 	nfulnlCmdBind   = 1
 	nfulnlCopyPkt   = 2
 	nfulaIfIndev    = 4
@@ -72,6 +74,15 @@ func ReadDrops(ctx context.Context, netns int, group uint16, fn func(Drop)) erro
 	if err := cfg([]netlink.Attribute{{Type: nfulaCfgMode, Data: append(mode, nfulnlCopyPkt, 0)}}); err != nil {
 		c.Close()
 		return fmt.Errorf("nflog: copy mode: %w", err)
+	}
+	// Deliver each sample at once (the kernel batches them for up to a
+	// second by default).
+	if err := cfg([]netlink.Attribute{
+		{Type: nfulaCfgTimeout, Data: binary.BigEndian.AppendUint32(nil, 1)},
+		{Type: nfulaCfgQthresh, Data: binary.BigEndian.AppendUint32(nil, 1)},
+	}); err != nil {
+		c.Close()
+		return fmt.Errorf("nflog: flush settings: %w", err)
 	}
 	for {
 		msgs, err := c.Receive()

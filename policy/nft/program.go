@@ -66,7 +66,7 @@ type Program struct {
 // Slots is the number of dispatch maps per direction (ingress, egress)
 // Render makes for p.
 func (p *Program) Slots() [2]int {
-	if len(p.Policies) == 0 {
+	if len(p.Policies) == 0 && p.MinSlots == [2]int{} {
 		return [2]int{}
 	}
 	n := p.MinSlots

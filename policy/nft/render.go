@@ -79,6 +79,13 @@ func Render(p *Program) *Ruleset {
 	var eps4, eps6, self4, self6, niso4, niso6, eiso4, eiso6 []Elem
 	n := p.Slots()
 	ingSlots, egrSlots := n[0], n[1]
+	// Dispatch only to chains the table has (a pod naming a policy that
+	// is not there stays isolated: a deny, never an open door).
+	has := map[string]bool{}
+	for _, pol := range p.Policies {
+		has[PolicyChain(pol.ID, true)] = pol.Ingress != nil
+		has[PolicyChain(pol.ID, false)] = pol.Egress != nil
+	}
 	slots := map[string][]Elem{}
 	for _, e := range p.Endpoints {
 		for _, a := range e.Addrs {
@@ -104,12 +111,14 @@ func Render(p *Program) *Ruleset {
 				}
 			}
 			for i, id := range e.Ingress {
-				m := fmt.Sprintf("ing%s_%d", fam, i)
-				slots[m] = append(slots[m], vmapElem(a, PolicyChain(id, true)))
+				if m := fmt.Sprintf("ing%s_%d", fam, i); has[PolicyChain(id, true)] {
+					slots[m] = append(slots[m], vmapElem(a, PolicyChain(id, true)))
+				}
 			}
 			for i, id := range e.Egress {
-				m := fmt.Sprintf("egr%s_%d", fam, i)
-				slots[m] = append(slots[m], vmapElem(a, PolicyChain(id, false)))
+				if m := fmt.Sprintf("egr%s_%d", fam, i); has[PolicyChain(id, false)] {
+					slots[m] = append(slots[m], vmapElem(a, PolicyChain(id, false)))
+				}
 			}
 		}
 	}

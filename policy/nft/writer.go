@@ -240,7 +240,9 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 		}
 		ch.Chains++
 	}
-	// Gone chains, then gone sets (nothing refers to them any more).
+	// Gone chains are emptied, then gone sets deleted (no rule refers to
+	// them any more, and with them go map elements that jump to gone
+	// chains), then the gone chains.
 	var gone []*nftables.Chain
 	for _, name := range sortedKeys(old.Chains) {
 		if _, ok := rs.Chains[name]; !ok {
@@ -249,16 +251,16 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 			gone = append(gone, gc)
 		}
 	}
-	for _, gc := range gone {
-		c.DelChain(gc)
-		ch.Chains++
-		ch.Tightening = true
-	}
 	for _, name := range sortedKeys(old.Sets) {
 		if _, ok := rs.Sets[name]; !ok {
 			c.DelSet(&nftables.Set{Table: Table, Name: name})
 			ch.Sets++
 		}
+	}
+	for _, gc := range gone {
+		c.DelChain(gc)
+		ch.Chains++
+		ch.Tightening = true
 	}
 	return ch, nil
 }
