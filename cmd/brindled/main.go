@@ -195,7 +195,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	case how != "":
 		log.Warn("underlay MTU", "mtu", hostMTU, "how", how)
 	}
-	filter, err := startPolicy(ctx, f.policy, name, cache, h, metrics.Registry, log)
+	filter, err := startPolicy(ctx, f.policy, name, kc, cache, h, metrics.Registry, log)
 	if err != nil {
 		return err
 	}

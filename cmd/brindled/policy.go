@@ -3,20 +3,17 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/brindle-net/brindle/bgpd"
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/kube"
 	"github.com/brindle-net/brindle/policy/enforcer"
 	"github.com/brindle-net/brindle/policy/nft"
 )
@@ -35,20 +32,10 @@ func (p *policyFlags) register() {
 	flag.BoolVar(&p.conntrack, "policy-conntrack-flush", true, "delete the conntrack entries of connections a removed or tightened policy no longer allows")
 }
 
-// kubeConfig is the Kubernetes client config, or nil outside Kubernetes.
-func (p *policyFlags) kubeConfig() (*rest.Config, error) {
-	switch {
-	case p.kubeconfig != "":
-		return clientcmd.BuildConfigFromFlags("", p.kubeconfig)
-	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
-		return rest.InClusterConfig()
-	}
-	return nil, nil
-}
-
-// startPolicy builds the enforcer of table inet brindle; nil when --filter
-// is off.
-func startPolicy(ctx context.Context, p policyFlags, node string, cache *bgpd.Cache, h *netlink.Handle, reg prometheus.Registerer, log *slog.Logger) (*enforcer.Enforcer, error) {
+// startPolicy builds the enforcer of table inet brindle (nil when --filter
+// is off). With kc (brindled uses the Kubernetes API) it enforces
+// NetworkPolicy too.
+func startPolicy(ctx context.Context, p policyFlags, node string, kc *kube.Clients, cache *bgpd.Cache, h *netlink.Handle, reg prometheus.Registerer, log *slog.Logger) (*enforcer.Enforcer, error) {
 	if !p.filter {
 		return nil, nil
 	}
@@ -57,18 +44,9 @@ func startPolicy(ctx context.Context, p policyFlags, node string, cache *bgpd.Ca
 		LogGroup: uint16(p.nflogGroup), FlushConntrack: p.conntrack, Registry: reg,
 		Nodes: func() ([]netip.Addr, bool) { return nodeAddrs(cache) },
 	}
-	kc, err := p.kubeConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
-	}
 	if kc != nil {
-		kc.UserAgent = "brindled/" + node
-		cs, err := kubernetes.NewForConfig(kc)
-		if err != nil {
-			return nil, fmt.Errorf("kubernetes client: %w", err)
-		}
-		cfg.Kube = enforcer.NewKube(cs, node)
-		log.Info("NetworkPolicy enforced from the Kubernetes API", "apiserver", kc.Host)
+		cfg.Kube = enforcer.NewKube(kc.Typed, node)
+		log.Info("NetworkPolicy enforced from the Kubernetes API", "apiserver", kc.Config.Host)
 	}
 	e := enforcer.New(cfg)
 	go func() { _ = e.Run(ctx) }()
