@@ -10,7 +10,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
 )
 
 func policy(ns, name string, spec networkingv1.NetworkPolicySpec) *networkingv1.NetworkPolicy {
@@ -280,4 +279,3 @@ func roundTrip(c net.Conn) bool {
 func intstrPort(name string) intstr.IntOrString { return intstr.FromString(name) }
 
 func ptr[T any](v T) *T { return &v }
-
