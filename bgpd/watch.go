@@ -1,8 +1,11 @@
 package bgpd
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,10 +23,10 @@ import (
 // deliver to every node for every ADD in the cluster.
 //
 // The keys one transaction wrote (a block's claim and the pod's endpoint)
-// may fall under two prefixes, and so arrive on two watches. Changed is
-// signalled only once every watch has reported a revision at least as high
-// as the newest event (its own events, or a progress notification the
-// cache asks for), so the controller never sees a transaction half applied.
+// may fall under two prefixes, and so arrive on two watches. An event is
+// applied only once every watch has reported a revision at least as high
+// as its own (by its events, or a progress notification the cache asks
+// for), so the cache never holds a transaction half applied.
 type Cache struct {
 	cli      *clientv3.Client
 	root     string
@@ -110,82 +113,98 @@ func (c *Cache) watch(ctx context.Context, rev int64) {
 			}
 		}()
 	}
-	// seen[i] is the revision up to which watch i has delivered everything;
-	// want is the newest event applied but not yet signalled.
+	// seen[i] is the revision up to which watch i has delivered every
+	// event: its last event's, or a progress notification's (which etcd
+	// sends only once the watch has sent everything before it). Events
+	// wait in pending until every watch has seen their revision, and are
+	// then applied in revision order: a reader of the cache sees whole
+	// transactions only.
 	seen := make([]int64, len(c.prefixes))
 	for i := range seen {
 		seen[i] = rev
 	}
-	var want int64
+	var pending []*clientv3.Event
 	var timeout <-chan time.Time
-	caughtUp := func() bool {
-		for _, r := range seen {
-			if r < want {
-				return false
-			}
-		}
-		return true
-	}
+	requested := int64(0) // the newest pending revision progress was asked for
 	for {
+		flush := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-timeout:
-			if want != 0 {
-				want, timeout = 0, nil
-				signal(c.changed)
-			}
-			continue
+			flush = true // no answer: apply what is pending as it is
 		case r := <-in:
 			if !r.ok || r.resp.Err() != nil {
 				c.log.Warn("etcd watch broke; re-listing", "prefix", c.prefixes[r.i], "err", r.resp.Err())
 				return
 			}
-			seen[r.i] = max(seen[r.i], r.resp.Header.Revision)
 			c.mu.Lock()
 			c.lastOK = time.Now() // events or progress: etcd answers
 			c.mu.Unlock()
-			if len(r.resp.Events) > 0 {
-				c.apply(r.resp.Events)
-				last := r.resp.Events[len(r.resp.Events)-1].Kv.ModRevision
-				seen[r.i] = max(seen[r.i], last)
-				if last > want {
-					want = last
-					if !caughtUp() {
-						// Ask every watch how far it is; the answers come
-						// after any event they have up to now.
-						if err := c.cli.RequestProgress(wctx); err != nil {
-							c.log.Debug("etcd progress request", "err", err)
-						}
-						timeout = time.After(progressWait)
-					}
-				}
+			if r.resp.IsProgressNotify() {
+				seen[r.i] = max(seen[r.i], r.resp.Header.Revision)
+			}
+			if n := len(r.resp.Events); n > 0 {
+				c.count(r.resp.Events)
+				pending = append(pending, r.resp.Events...)
+				seen[r.i] = max(seen[r.i], r.resp.Events[n-1].Kv.ModRevision)
 			}
 		}
-		if want != 0 && caughtUp() {
-			want, timeout = 0, nil
+		safe := slices.Min(seen)
+		if flush {
+			safe = math.MaxInt64
+		}
+		if len(pending) == 0 {
+			continue
+		}
+		slices.SortStableFunc(pending, func(a, b *clientv3.Event) int { return cmp.Compare(a.Kv.ModRevision, b.Kv.ModRevision) })
+		n := 0
+		for n < len(pending) && pending[n].Kv.ModRevision <= safe {
+			n++
+		}
+		if n > 0 {
+			c.apply(pending[:n])
+			pending = slices.Delete(pending, 0, n)
 			signal(c.changed)
+		}
+		if len(pending) == 0 {
+			timeout, requested = nil, 0
+			continue
+		}
+		if newest := pending[len(pending)-1].Kv.ModRevision; newest > requested {
+			// Ask every watch how far it is; the answers come after any
+			// event it has up to now.
+			requested = newest
+			if err := c.cli.RequestProgress(wctx); err != nil {
+				c.log.Debug("etcd progress request", "err", err)
+			}
+			timeout = time.After(progressWait)
 		}
 	}
 }
 
-// apply writes a watch's events into the cache.
-func (c *Cache) apply(evs []*clientv3.Event) {
+// count adds a watch's events to what the cache received.
+func (c *Cache) count(evs []*clientv3.Event) {
 	var n int64
+	for _, ev := range evs {
+		n += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
+	}
+	c.events.Add(int64(len(evs)))
+	c.bytes.Add(n)
+}
+
+// apply writes events, in revision order, into the cache.
+func (c *Cache) apply(evs []*clientv3.Event) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
-		n += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
 		if ev.Type == clientv3.EventTypeDelete {
 			delete(c.data, k)
 		} else {
 			c.data[k] = ev.Kv.Value
 		}
 	}
-	c.lastOK = time.Now()
-	c.mu.Unlock()
-	c.events.Add(int64(len(evs)))
-	c.bytes.Add(n)
 }
 
 // list reads every prefix at one revision (one transaction) and replaces

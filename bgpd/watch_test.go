@@ -60,6 +60,8 @@ func TestCacheScopedAndNeverHalfApplied(t *testing.T) {
 		select {
 		case <-c.Changed():
 			check()
+		case <-time.After(time.Millisecond): // and at any moment between
+			check()
 		case writerErr = <-done:
 			writing = false
 			if writerErr != nil {

@@ -71,7 +71,7 @@ func bgpToKernel(bin string, n int) (r birdRun) {
 		r.err = err
 		return r
 	}
-	w, err := watchRoutes(l.Nodes[0].NS)
+	w, err := watchRoutes(l.Nodes[0].NS, true)
 	if err != nil {
 		r.err = err
 		return r

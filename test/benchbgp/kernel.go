@@ -23,7 +23,7 @@ type routeWatch struct {
 	done chan struct{}
 
 	mu       sync.Mutex
-	seen     map[string]bool
+	seen     map[string]time.Time // first arrival of each destination
 	first    time.Time
 	last     time.Time
 	overflow error
@@ -33,13 +33,15 @@ type routeWatch struct {
 	naiveErr error
 }
 
-// watchRoutes starts watching n's kernel for routes with brindle's protocol.
-func watchRoutes(n ns.NetNS) (*routeWatch, error) {
+// watchRoutes starts watching n's kernel for routes with brindle's
+// protocol. With naive, a second subscription of the default size counts
+// the same notifications, to show whether they overflow.
+func watchRoutes(n ns.NetNS, naive bool) (*routeWatch, error) {
 	h, err := netns.GetFromPath(n.Path())
 	if err != nil {
 		return nil, err
 	}
-	w := &routeWatch{nsh: n, done: make(chan struct{}), seen: map[string]bool{}}
+	w := &routeWatch{nsh: n, done: make(chan struct{}), seen: map[string]time.Time{}}
 	ch := make(chan netlink.RouteUpdate, 65536)
 	err = netlink.RouteSubscribeWithOptions(ch, w.done, netlink.RouteSubscribeOptions{
 		Namespace: &h,
@@ -57,8 +59,13 @@ func watchRoutes(n ns.NetNS) (*routeWatch, error) {
 		h.Close()
 		return nil, err
 	}
-	naive := make(chan netlink.RouteUpdate, 1024)
-	err = netlink.RouteSubscribeWithOptions(naive, w.done, netlink.RouteSubscribeOptions{Namespace: &h,
+	if !naive {
+		h.Close()
+		go w.read(ch)
+		return w, nil
+	}
+	naiveCh := make(chan netlink.RouteUpdate, 1024)
+	err = netlink.RouteSubscribeWithOptions(naiveCh, w.done, netlink.RouteSubscribeOptions{Namespace: &h,
 		ErrorCallback: func(err error) {
 			w.mu.Lock()
 			if w.naiveErr == nil {
@@ -71,7 +78,7 @@ func watchRoutes(n ns.NetNS) (*routeWatch, error) {
 		return nil, err
 	}
 	go func() {
-		for u := range naive {
+		for u := range naiveCh {
 			if u.Type == unix.RTM_NEWROUTE && u.Route.Protocol == bgpd.RouteProtocol {
 				w.mu.Lock()
 				w.naive++
@@ -79,24 +86,33 @@ func watchRoutes(n ns.NetNS) (*routeWatch, error) {
 			}
 		}
 	}()
-	go func() {
-		for u := range ch {
-			if u.Type != unix.RTM_NEWROUTE || u.Route.Protocol != bgpd.RouteProtocol || u.Route.Dst == nil {
-				continue
-			}
-			now := time.Now()
-			w.mu.Lock()
-			if d := u.Route.Dst.String(); !w.seen[d] {
-				w.seen[d] = true
-				if w.first.IsZero() {
-					w.first = now
-				}
-				w.last = now
-			}
-			w.mu.Unlock()
-		}
-	}()
+	go w.read(ch)
 	return w, nil
+}
+
+func (w *routeWatch) read(ch <-chan netlink.RouteUpdate) {
+	for u := range ch {
+		if u.Type != unix.RTM_NEWROUTE || u.Route.Protocol != bgpd.RouteProtocol || u.Route.Dst == nil {
+			continue
+		}
+		now := time.Now()
+		w.mu.Lock()
+		if d := u.Route.Dst.String(); w.seen[d].IsZero() {
+			w.seen[d] = now
+			if w.first.IsZero() {
+				w.first = now
+			}
+			w.last = now
+		}
+		w.mu.Unlock()
+	}
+}
+
+// arrived is when dst first arrived (zero if it has not).
+func (w *routeWatch) arrived(dst string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.seen[dst]
 }
 
 func (w *routeWatch) close() { close(w.done) }

@@ -1,218 +1,251 @@
-// Command benchbgp measures brindled on the lab: how long a block claimed
-// on one node takes to be routed in the kernels of the others (3 and 10
-// nodes), how long 10,000 routes take to reach the kernel (route sync
-// alone, and end to end from a BGP peer), and brindled's resident memory.
-// Run it as root: make bench-bgp.
+// Command benchbgp measures brindled on the lab (test/lab): clusters of 10,
+// 50 and 100 nodes with two of them as route reflectors (cold start, block
+// claimed -> route in every other kernel, etcd watch traffic, a reflector
+// stopped, memory), the full mesh at 10 for comparison, route sync alone
+// at 10,000 and 100,000 routes, and routes from a BGP peer (BIRD) to the
+// kernel. Run it as root: make bench-bgp.
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
-	"github.com/brindle-net/brindle/bgpd"
 	"github.com/brindle-net/brindle/internal/testenv"
-	"github.com/brindle-net/brindle/ipam"
-	"github.com/brindle-net/brindle/test/lab"
+	"github.com/brindle-net/brindle/test/benchreport"
 )
 
+type row struct{ name, value, note string }
+
+type options struct {
+	bin        string
+	claims     int
+	sections   map[string]bool
+	sizes      []int
+	birdRuns   int
+	birdCounts []int
+}
+
+func (o *options) want(section string) bool { return len(o.sections) == 0 || o.sections[section] }
+
 func main() {
-	bin := flag.String("bin", "", "directory with built binaries (default: build them)")
-	claims := flag.Int("claims", 30, "blocks claimed per convergence run")
-	only := flag.String("only", "", "run only these sections, comma-separated: conv, mem, fib, bird")
-	birdRuns := flag.Int("bird-runs", 5, "runs of each BIRD route count")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	var o options
+	flag.StringVar(&o.bin, "bin", "", "directory with built binaries (default: build them)")
+	flag.IntVar(&o.claims, "claims", 30, "blocks claimed one after another per cluster")
+	only := flag.String("only", "", "run only these sections, comma-separated: scale, mesh, mem, fib, bird")
+	sizes := flag.String("sizes", "10,50,100", "cluster sizes for the route-reflector labs")
+	flag.IntVar(&o.birdRuns, "bird-runs", 5, "runs of each BIRD route count")
+	birdCounts := flag.String("bird-counts", "10000,100000", "route counts BIRD announces")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process to this file")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err == nil && pprof.StartCPUProfile(f) == nil {
-			defer pprof.StopCPUProfile()
-		}
-	}
-	sections = map[string]bool{}
-	for _, s := range strings.Split(*only, ",") {
-		if s != "" {
-			sections[s] = true
-		}
-	}
-	birdRunsN = *birdRuns
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchbgp: needs root (network namespaces); run `sudo make bench-bgp`")
 		os.Exit(2)
 	}
-	if err := run(*bin, *claims); err != nil {
+	o.sections = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s != "" {
+			o.sections[s] = true
+		}
+	}
+	var err error
+	if o.sizes, err = ints(*sizes); err != nil {
+		fmt.Fprintln(os.Stderr, "benchbgp: -sizes:", err)
+		os.Exit(2)
+	}
+	if o.birdCounts, err = ints(*birdCounts); err != nil {
+		fmt.Fprintln(os.Stderr, "benchbgp: -bird-counts:", err)
+		os.Exit(2)
+	}
+	if o.want("bird") {
+		if _, err := exec.LookPath("bird"); err != nil {
+			fmt.Fprintln(os.Stderr, "benchbgp: needs BIRD 2 (`bird`, Debian package bird2) for the routes-from-a-peer runs: run scripts/install-deps.sh as root, or -only scale,mesh,mem,fib")
+			os.Exit(2)
+		}
+	}
+	if *cpuprofile != "" {
+		if f, err := os.Create(*cpuprofile); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := run(&o); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "benchbgp:", err)
 		os.Exit(1)
 	}
 }
 
-type row struct{ name, value, note string }
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
 
-var (
-	sections  map[string]bool
-	birdRunsN int
-)
-
-func want(section string) bool { return len(sections) == 0 || sections[section] }
-
-func run(bin string, claims int) error {
-	if bin == "" {
+func run(o *options) error {
+	if o.bin == "" {
 		fmt.Fprintln(os.Stderr, "building ...")
 		d, err := testenv.Build(nil)
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(d)
-		bin = d
+		o.bin = d
 	}
-	var rows []row
-	var conv []string
-	if want("conv") {
-		for _, nodes := range []int{3, 10} {
-			fmt.Fprintf(os.Stderr, "convergence, %d nodes, %d block claims ...\n", nodes, claims)
-			lat, rss, err := convergence(bin, nodes, claims)
-			if err != nil {
-				return err
-			}
-			conv = append(conv, fmt.Sprintf("%d nodes\t%d\t%s\t%s\t%s\t", nodes, len(lat), testenv.Millis(testenv.Percentile(lat, 50)), testenv.Millis(testenv.Percentile(lat, 99)), testenv.Millis(slices.Max(lat))))
-			rows = append(rows, row{fmt.Sprintf("brindled RSS, %d peers, after the run", nodes-1), mib(rss), ""})
+	sec := &benchreport.Section{Name: "bench-bgp", Command: "make bench-bgp",
+		Intro: "brindled on the lab: every node a network namespace running a real brindled, etcd (labetcd) on the underlay, " +
+			"BIRD 2 as an outside peer. Times are measured through netlink notifications in each node's namespace and " +
+			"confirmed by dumping the kernel's table, not by polling brindled."}
+	if o.want("scale") || o.want("mesh") {
+		if err := scaleSection(o, sec); err != nil {
+			return err
 		}
 	}
-	if want("mem") {
-		fmt.Fprintln(os.Stderr, "memory, idle and with 10 peers ...")
-		for _, nodes := range []int{1, 11} {
-			rss, err := idleRSS(bin, nodes)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, row{fmt.Sprintf("brindled RSS idle, %d peers", nodes-1), mib(rss), ""})
-		}
-	}
-	if want("fib") {
+	if o.want("fib") {
+		t := sec.Table("Route sync alone", "bgpd.FIB in a fresh namespace, as brindled runs it (bulk rtnetlink).", "measure", "time", "note")
 		for _, n := range []int{10000, 100000} {
-			fmt.Fprintf(os.Stderr, "%s routes through route sync ...\n", thousands(n))
-			fr, err := fibBench(n)
+			progress("route sync, %s routes ...", thousands(n))
+			rows, err := fibBench(n)
 			if err != nil {
 				return err
 			}
-			rows = append(rows, fr...)
+			for _, r := range rows {
+				t.Add(r.name, r.value, r.note)
+			}
+			if n == 100000 {
+				install, _ := time.ParseDuration(strings.ReplaceAll(rows[0].value, " ", ""))
+				resync, _ := time.ParseDuration(strings.ReplaceAll(rows[2].value, " ", ""))
+				sec.Target("route sync: install 100,000 routes", "< 1 s", rows[0].value, install > 0 && install < time.Second)
+				sec.Target("route sync: full resync of 100,000 unchanged routes", "< 300 ms", rows[2].value, resync > 0 && resync < 300*time.Millisecond)
+			}
 		}
 	}
-	if want("bird") {
-		rows = append(rows, birdRows(birdRoutes(bin, []int{10000, 100000}, birdRunsN))...)
+	if o.want("bird") {
+		runs := birdRoutes(o.bin, o.birdCounts, o.birdRuns)
+		t := sec.Table("Routes from a BGP peer (BIRD) to the kernel",
+			"BIRD announces n /32s to a one-node lab; first to last route in the node's kernel, and from the BGPPeer's creation (session setup included).",
+			"routes", "run", "first to last", "peer configured to last", "note")
+		ok := map[int]int{}
+		for i, r := range runs {
+			run := fmt.Sprint(i%o.birdRuns + 1)
+			if r.err != nil {
+				t.Add(thousands(r.n), run, "FAILED", "", r.err.Error())
+				continue
+			}
+			ok[r.n]++
+			note := ""
+			if r.lost {
+				note = "notifications overflowed; the last route timed by dump (100 ms resolution)"
+			}
+			if r.naiveErr != nil {
+				note = strings.TrimPrefix(note+"; ", "; ") + fmt.Sprintf("a default-size notification socket saw %s before %v", thousands(r.naive), r.naiveErr)
+			}
+			t.Add(thousands(r.n), run, testenv.Millis(r.stream), testenv.Millis(r.total), note)
+		}
+		for _, n := range o.birdCounts {
+			sec.Target(fmt.Sprintf("%s routes from BIRD reach the kernel, every run", thousands(n)),
+				fmt.Sprintf("%d of %d runs", o.birdRuns, o.birdRuns), fmt.Sprintf("%d of %d runs", ok[n], o.birdRuns), ok[n] == o.birdRuns)
+		}
 	}
-
-	fmt.Printf("\nbrindled on the lab (%s)\n\nConvergence: block claimed in etcd -> route in every other node's kernel\n\n", time.Now().UTC().Format(time.RFC3339))
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "cluster\tsamples\tp50\tp99\tmax\t")
-	for _, c := range conv {
-		fmt.Fprintln(w, c)
+	if o.want("mem") {
+		t := sec.Table("brindled memory, idle", "RSS after 2 s idle, full mesh.", "peers", "RSS")
+		for _, nodes := range []int{1, 11} {
+			rss, err := idleRSS(o.bin, nodes)
+			if err != nil {
+				return err
+			}
+			t.Add(fmt.Sprint(nodes-1), mib(rss))
+		}
 	}
-	w.Flush()
-	fmt.Println()
-	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "measure\tvalue\tnote")
-	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", r.name, r.value, r.note)
-	}
-	return w.Flush()
+	return sec.Emit()
 }
 
-// convergence claims blocks one at a time, round robin over the nodes, by
-// writing the node's affinity to etcd as IPAM does, and times the arrival
-// of the route in every other node's kernel (netlink events, not polling).
-func convergence(bin string, nodes, claims int) ([]time.Duration, int64, error) {
-	ctx := context.Background()
-	dir, _ := os.MkdirTemp("", "benchbgp-")
-	defer os.RemoveAll(dir)
-	l, err := lab.New(ctx, lab.Config{Nodes: nodes, BinDir: bin, Dir: dir})
-	if err != nil {
-		return nil, 0, err
-	}
-	defer l.Close()
-	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
-		return nil, 0, err
-	}
-	type arrival struct {
-		node int
-		dst  string
-		at   time.Time
-	}
-	arrivals := make(chan arrival, 1024)
-	done := make(chan struct{})
-	defer close(done)
-	for i, n := range l.Nodes {
-		h, err := netns.GetFromPath(n.NS.Path())
+// scaleSection runs the route-reflector labs (and the mesh at 10).
+func scaleSection(o *options, sec *benchreport.Section) error {
+	var results []*scaleResult
+	if o.want("mesh") {
+		progress("full mesh, 10 nodes ...")
+		r, err := scaleLab(o.bin, 10, o.claims, false)
 		if err != nil {
-			return nil, 0, err
+			return fmt.Errorf("mesh, 10 nodes: %w", err)
 		}
-		ch := make(chan netlink.RouteUpdate, 1024)
-		if err := netlink.RouteSubscribeAt(h, ch, done); err != nil {
-			return nil, 0, err
-		}
-		go func() {
-			for u := range ch {
-				if u.Type == unix.RTM_NEWROUTE && u.Route.Protocol == bgpd.RouteProtocol && u.Route.Dst != nil {
-					arrivals <- arrival{i, u.Route.Dst.String(), time.Now()}
-				}
-			}
-		}()
+		results = append(results, r)
 	}
-	var lat []time.Duration
-	for c := range claims {
-		owner := c % nodes
-		block := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(200 + c/4), byte((c % 4) * 64)}), 26)
-		key := ipam.Prefix + "ipam/affinity/" + l.Nodes[owner].Name + "/" + strings.ReplaceAll(block.String(), "/", "-")
-		val, _ := json.Marshal(ipam.Affinity{V: 1, State: ipam.AffinityConfirmed, Since: time.Now()})
-		start := time.Now()
-		if _, err := l.Etcd.Put(ctx, key, string(val)); err != nil {
-			return nil, 0, err
-		}
-		seen := map[int]bool{}
-		timeout := time.After(5 * time.Second)
-		for len(seen) < nodes-1 {
-			select {
-			case a := <-arrivals:
-				if a.dst == block.String() && a.node != owner && !seen[a.node] {
-					seen[a.node] = true
-					lat = append(lat, a.at.Sub(start))
-				}
-			case <-timeout:
-				return nil, 0, fmt.Errorf("block %s on %s: routed on %d of %d nodes after 5s", block, l.Nodes[owner].Name, len(seen), nodes-1)
+	if o.want("scale") {
+		for _, n := range o.sizes {
+			progress("mesh off, 2 route reflectors, %d nodes ...", n)
+			r, err := scaleLab(o.bin, n, o.claims, true)
+			if err != nil {
+				return fmt.Errorf("%d nodes: %w", n, err)
 			}
+			results = append(results, r)
 		}
 	}
-	rss, err := l.Nodes[0].RSS()
-	return lat, rss, err
+	t := sec.Table("Cluster convergence and memory",
+		"Cold start: every node's block claimed, then every brindled started at once, until the last block route is in the last kernel. "+
+			"Claim -> route: a block's claim written to etcd (as IPAM's claim transaction writes it), until the route is in each other node's kernel; "+fmt.Sprint(o.claims)+" claims, round robin. "+
+			"Lighter nodes: brindled at --log-level info; each node a network namespace, all on one 2-core machine. "+
+			"RSS (VmRSS) counts the pages of brindled's 60+ MB executable it has mapped, which all brindled processes share; anon (RssAnon) is its own heap and stacks.",
+		"nodes", "peering", "cold start", "claim -> owner's blackhole p50", "claim -> route p50", "p99", "max", "samples", "RSS reflector (anon)", "RSS client (anon)")
+	var byRR []*scaleResult
+	for _, r := range results {
+		peering, rrRSS := "full mesh", "-"
+		if r.rr {
+			peering, rrRSS = "2 reflectors", fmt.Sprintf("%s (%s)", mib(r.rssRR), mib(r.anonRR))
+			byRR = append(byRR, r)
+		}
+		t.Add(fmt.Sprint(r.nodes), peering, testenv.Millis(r.cold), testenv.Millis(testenv.Percentile(r.own, 50)), testenv.Millis(testenv.Percentile(r.lat, 50)),
+			testenv.Millis(testenv.Percentile(r.lat, 99)), testenv.Millis(slices.Max(r.lat)), fmt.Sprint(len(r.lat)), rrRSS,
+			fmt.Sprintf("%s (%s)", mib(r.rssClient), mib(r.anonClient)))
+	}
+	if len(byRR) == 0 {
+		return nil
+	}
+	w := sec.Table("etcd watch traffic per node per cluster-wide ADD",
+		"2 ADDs per node through the allocator (block, handle, endpoint, as brindle-ipam writes them); events and bytes (keys and values) "+
+			"received by each brindled's cache (brindle_etcd_watch_*_total), averaged over the nodes, and what one watch of the whole "+
+			"/brindle/v1/ received (what every node received before the watch was scoped).",
+		"nodes", "ADDs", "brindled events", "brindled bytes", "whole-prefix watch events", "whole-prefix watch bytes")
+	s := sec.Table("A route reflector stopped",
+		"Pods on up to 10 client nodes ping each other in a ring every 20 ms; the first reflector's brindled is stopped (SIGTERM) "+
+			"and 12 s later (past the 9 s hold time) every other node's brindle routes are compared with what it had before.",
+		"nodes", "pings sent", "lost", "routes checked", "routes lost")
+	for _, r := range byRR {
+		w.Add(fmt.Sprint(r.nodes), fmt.Sprint(r.adds), fmt.Sprintf("%.3f", r.nodeEvents), fmt.Sprintf("%.0f", r.nodeBytes),
+			fmt.Sprintf("%.2f", r.rootEvents), fmt.Sprintf("%.0f", r.rootBytes))
+		s.Add(fmt.Sprint(r.nodes), fmt.Sprint(r.pingSent), fmt.Sprint(r.pingLost), fmt.Sprint(r.routesChecked), fmt.Sprint(r.routesLost))
+		sec.Target(fmt.Sprintf("reflector stopped at %d nodes: pings lost, routes lost", r.nodes), "0, 0",
+			fmt.Sprintf("%d, %d", r.pingLost, r.routesLost), r.pingSent > 0 && r.pingLost == 0 && r.routesLost == 0)
+	}
+	first, last := byRR[0], byRR[len(byRR)-1]
+	sec.Target(fmt.Sprintf("watch events per node per cluster-wide ADD, %d vs %d nodes", last.nodes, first.nodes), "flat (not above the smaller cluster's)",
+		fmt.Sprintf("%.3f vs %.3f", last.nodeEvents, first.nodeEvents), last.nodeEvents <= first.nodeEvents*1.1)
+	sec.Target(fmt.Sprintf("watch bytes per node per cluster-wide ADD, %d vs %d nodes", last.nodes, first.nodes), "flat (not above the smaller cluster's)",
+		fmt.Sprintf("%.0f vs %.0f", last.nodeBytes, first.nodeBytes), last.nodeBytes <= first.nodeBytes*1.1)
+	for _, r := range byRR {
+		if r.nodes == 100 {
+			p99 := testenv.Percentile(r.lat, 99)
+			sec.Target("claim -> route p99 at 100 nodes", "< 100 ms", testenv.Millis(p99), p99 < 100*time.Millisecond)
+			sec.Target("brindled RSS of a reflector with 100 nodes", "< 64 MiB", mib(r.rssRR), r.rssRR < 64<<20)
+		}
+	}
+	return nil
 }
 
 func idleRSS(bin string, nodes int) (int64, error) {
-	ctx := context.Background()
-	dir, _ := os.MkdirTemp("", "benchbgp-")
-	defer os.RemoveAll(dir)
-	l, err := lab.New(ctx, lab.Config{Nodes: nodes, BinDir: bin, Dir: dir})
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
-		return 0, err
-	}
-	time.Sleep(2 * time.Second)
-	return l.Nodes[0].RSS()
+	r, err := scaleIdle(bin, nodes)
+	return r, err
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

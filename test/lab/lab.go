@@ -145,17 +145,26 @@ func New(ctx context.Context, cfg Config) (_ *Lab, retErr error) {
 		}
 		return l, nil
 	}
+	if err := l.StartDaemons(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// StartDaemons starts brindled on every node that does not run it and
+// waits until each is registered (New does it, unless NoDaemons).
+func (l *Lab) StartDaemons(ctx context.Context) error {
 	for _, n := range l.Nodes {
 		if err := n.Start(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, n := range l.Nodes {
 		if err := n.waitRegistered(ctx); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return l, nil
+	return nil
 }
 
 // DefaultPool6 is the IPv6 pool of a lab with IPv6.

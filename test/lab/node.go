@@ -468,17 +468,24 @@ func (n *Node) PID() int {
 }
 
 // RSS is brindled's resident memory in bytes.
-func (n *Node) RSS() (int64, error) {
+func (n *Node) RSS() (int64, error) { return n.status("VmRSS") }
+
+// RSSAnon is the part of RSS that is brindled's own (heap, stacks): RSS
+// also counts the pages of its executable it has mapped, which every
+// brindled on the machine shares.
+func (n *Node) RSSAnon() (int64, error) { return n.status("RssAnon") }
+
+func (n *Node) status(field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.PID()))
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			var kb int64
 			_, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb)
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", n.PID())
+	return 0, fmt.Errorf("no %s for pid %d", field, n.PID())
 }
