@@ -92,10 +92,10 @@ func (k *Kube) Cluster(locals []policy.Local) (*policy.Cluster, []policy.Local) 
 	out := slices.Clone(locals)
 	for _, o := range k.pods.GetStore().List() {
 		p := o.(*corev1.Pod)
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue // its addresses may already be another pod's
+		pod, ok := PodOf(p)
+		if !ok {
+			continue
 		}
-		pod := podOf(p)
 		if p.Spec.NodeName == k.node && !p.Spec.HostNetwork {
 			// eth0's host veth, and those of further interfaces (net1…).
 			for _, ifname := range attachmentIfnames {
@@ -118,6 +118,34 @@ func (k *Kube) Cluster(locals []policy.Local) (*policy.Cluster, []policy.Local) 
 // their pod; an attachment on any other interface name stays in default
 // deny.
 var attachmentIfnames = []string{"eth0", "net1", "net2", "net3", "net4", "net5", "net6", "net7", "net8"}
+
+// ClusterOf is the compiler's input from listed API objects, as every node
+// builds it (less the node's own kernel view): `brindlectl policy` uses
+// it, so that its answers come from the same model the nodes enforce.
+func ClusterOf(pods []corev1.Pod, namespaces []corev1.Namespace, policies []networkingv1.NetworkPolicy) *policy.Cluster {
+	c := &policy.Cluster{}
+	for i := range namespaces {
+		c.Namespaces = append(c.Namespaces, &policy.Namespace{Name: namespaces[i].Name, Labels: namespaces[i].Labels})
+	}
+	for i := range policies {
+		c.Policies = append(c.Policies, &policies[i])
+	}
+	for i := range pods {
+		if p, ok := PodOf(&pods[i]); ok {
+			c.Pods = append(c.Pods, p)
+		}
+	}
+	return c
+}
+
+// PodOf is what policy knows of a pod; false for a pod that has ended,
+// whose addresses may already be another pod's.
+func PodOf(p *corev1.Pod) (*policy.Pod, bool) {
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return nil, false
+	}
+	return podOf(p), true
+}
 
 func podOf(p *corev1.Pod) *policy.Pod {
 	pod := &policy.Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, Node: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork}
