@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -34,7 +35,11 @@ func (p *Plugin) kubeRequest(c *call, namespace, name, uid string, req *AssignRe
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.n.Kubernetes.Timeout)
 	defer cancel()
+	start := time.Now()
 	info, err := podinfo.Lookup(ctx, podinfo.Config{Socket: c.n.Kubernetes.Socket, Kubeconfig: c.n.Kubernetes.Kubeconfig}, namespace, name, uid)
+	if err == nil {
+		p.Log.Debug("pod annotations read", "namespace", namespace, "pod", name, "from", info.Source, "took", time.Since(start))
+	}
 	switch {
 	case errors.Is(err, podinfo.ErrNoAccess):
 		return nil, nil

@@ -1,6 +1,7 @@
 package podinfo
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,17 +56,26 @@ func Lookup(ctx context.Context, c Config, namespace, name, uid string) (*Info, 
 	return info, err
 }
 
+// askBrindled sends one HTTP/1.1 request over a fresh unix connection,
+// written and read by hand: in a process that lives for one ADD, net/http's
+// Transport (pools, goroutines per connection) costs more than the call.
 func askBrindled(ctx context.Context, socket, namespace, name, uid string) (*Info, error) {
-	cl := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableKeepAlives: true,
-	}}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("ask brindled at %s: %w", socket, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	q := url.Values{"namespace": {namespace}, "name": {name}, "uid": {uid}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://brindled/v1/pod?"+q.Encode(), nil)
-	res, err := cl.Do(req)
+	if _, err := fmt.Fprintf(conn, "GET /v1/pod?%s HTTP/1.1\r\nHost: brindled\r\nConnection: close\r\n\r\n", q.Encode()); err != nil {
+		return nil, fmt.Errorf("ask brindled at %s: %w", socket, err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return nil, fmt.Errorf("ask brindled at %s: %w", socket, err)
 	}
