@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,9 +11,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -141,44 +145,124 @@ func forward(ctx context.Context, host ns.NetNS, addr string) error {
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
-// The scenarios reading annotations: brindle-ipam with brindled's socket
-// (the cache), and with the kubeconfig only (brindled not answering).
-func (kb *kubeBench) scenarios() []scenario {
-	ipamConf := func(dir string) map[string]any {
-		return map[string]any{"type": "brindle-ipam", "etcd_endpoints": etcdURL, "nodename": "bench-node",
-			"nodename_file": filepath.Join(dir, "nodename")}
+// kubeConfs are the conflists of the paired measurement: brindle +
+// brindle-ipam without Kubernetes, with annotations from brindled's socket
+// (its cache), and from the apiserver through the kubeconfig (brindled not
+// answering).
+func (kb *kubeBench) kubeConfs(dir string) []map[string]any {
+	plugin := func(kube map[string]any) map[string]any {
+		// Debug for all three (alike, so the comparison is fair):
+		// brindle-ipam logs how long the annotations took.
+		p := map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "logLevel": "debug", "ipam": map[string]any{
+			"type": "brindle-ipam", "etcd_endpoints": etcdURL, "nodename": "bench-node",
+			"nodename_file": filepath.Join(dir, "nodename")}}
+		if kube != nil {
+			p["kubernetes"] = kube
+		}
+		return p
 	}
-	return []scenario{
-		{name: nameViaBrindled, conf: func(dir string) map[string]any {
-			return map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "ipam": ipamConf(dir),
-				"kubernetes": map[string]any{"socket": kb.socket}}
-		}},
-		{name: nameViaAPIServer, conf: func(dir string) map[string]any {
-			return map[string]any{"type": "brindle", "logFile": filepath.Join(dir, "cni.log"), "ipam": ipamConf(dir),
-				"kubernetes": map[string]any{"kubeconfig": kb.kubeconfig, "socket": filepath.Join(dir, "none.sock")}}
-		}},
+	return []map[string]any{
+		plugin(nil),
+		plugin(map[string]any{"socket": kb.socket}),
+		plugin(map[string]any{"kubeconfig": kb.kubeconfig, "socket": filepath.Join(dir, "none.sock")}),
 	}
 }
 
-const (
-	nameNoKube       = "brindle + brindle-ipam"
-	nameViaBrindled  = "+ annotations (brindled)"
-	nameViaAPIServer = "+ annotations (apiserver)"
-)
+var kubeNames = []string{"brindle + brindle-ipam", "+ annotations (brindled)", "+ annotations (apiserver)"}
 
-// kubeTable prints what reading annotations adds to an ADD, against
-// brindle + brindle-ipam without Kubernetes in the same run.
-func kubeTable(results map[string]map[int]*sample, modes []int) {
-	fmt.Printf("\nReading pod and namespace annotations: ADD p50 added to brindle + brindle-ipam (same run)\n\n")
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "annotations from\tconcurrency\tADD p50\tadded p50\tADD p99\t")
-	for _, conc := range modes {
-		ref := testenv.Percentile(results[nameNoKube][conc].add, 50)
-		for _, n := range []string{nameViaBrindled, nameViaAPIServer} {
-			s := results[n][conc]
-			p50 := testenv.Percentile(s.add, 50)
-			fmt.Fprintf(w, "%s\t%d\t%s\t%+.2f ms\t%s\t\n", n, conc, testenv.Millis(p50), float64(p50-ref)/1e6, testenv.Millis(testenv.Percentile(s.add, 99)))
+// paired measures what reading annotations adds to an ADD. Machines share
+// their cores, so whole runs drift; here each pod is added three times in
+// a row (without Kubernetes, through brindled, through the apiserver; the
+// order rotates), each in a namespace of its own, and the added cost is
+// the median of the per-pod differences.
+func (kb *kubeBench) paired(host *testenv.Host, bin string, pods int) error {
+	dir, err := os.MkdirTemp("", "benchcni-paired-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var lists []*libcni.NetworkConfigList
+	for _, c := range kb.kubeConfs(dir) {
+		b, _ := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": "bench", "plugins": []any{c}})
+		l, err := libcni.NetworkConfFromBytes(b)
+		if err != nil {
+			return err
+		}
+		lists = append(lists, l)
+	}
+	cni := testenv.NewCNIConfig(bin, filepath.Join(dir, "cache"))
+	adds := make([][]time.Duration, len(lists))
+	for i := range pods {
+		var rts []*libcni.RuntimeConf
+		for k := range lists {
+			n, cleanup, err := testenv.CreateNS()
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			rts = append(rts, &libcni.RuntimeConf{ContainerID: fmt.Sprintf("paired-%04d-%d", i, k), NetNS: n.Path(), IfName: "eth0",
+				Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprintf("pod-%04d", i)}}})
+		}
+		err := host.NS.Do(func(ns.NetNS) error {
+			for j := range lists {
+				k := (i + j) % len(lists)
+				start := time.Now()
+				if _, err := cni.AddNetworkList(context.Background(), lists[k], rts[k]); err != nil {
+					return fmt.Errorf("%s: ADD: %w", kubeNames[k], err)
+				}
+				adds[k] = append(adds[k], time.Since(start))
+			}
+			for k := range lists {
+				if err := cni.DelNetworkList(context.Background(), lists[k], rts[k]); err != nil {
+					return fmt.Errorf("%s: DEL: %w", kubeNames[k], err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 	}
-	w.Flush()
+	inside := lookupTimes(filepath.Join(dir, "cni.log"))
+	fmt.Printf("\nReading pod and namespace annotations: %d pods, each added three times in a row (order rotating)\n\n", pods)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "plugins\tADD p50\tADD p99\tadded p50 (paired)\tlookup in brindle-ipam p50\tp99\t")
+	for k, name := range kubeNames {
+		added := "—"
+		if k > 0 {
+			var diff []time.Duration
+			for i := range adds[k] {
+				diff = append(diff, adds[k][i]-adds[0][i])
+			}
+			slices.Sort(diff)
+			added = fmt.Sprintf("%+.2f ms", float64(diff[len(diff)/2])/1e6)
+		}
+		in50, in99 := "—", "—"
+		if src := []string{"", "brindled", "apiserver"}[k]; len(inside[src]) > 0 {
+			in50, in99 = testenv.Millis(testenv.Percentile(inside[src], 50)), testenv.Millis(testenv.Percentile(inside[src], 99))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t\n", name, testenv.Millis(testenv.Percentile(adds[k], 50)), testenv.Millis(testenv.Percentile(adds[k], 99)), added, in50, in99)
+	}
+	return w.Flush()
+}
+
+// lookupTimes reads brindle-ipam's "pod annotations read" debug lines:
+// how long the lookup took inside the plugin, by source.
+func lookupTimes(logFile string) map[string][]time.Duration {
+	out := map[string][]time.Duration{}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var l struct {
+			Msg  string        `json:"msg"`
+			From string        `json:"from"`
+			Took time.Duration `json:"took"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "pod annotations read" {
+			out[l.From] = append(out[l.From], l.Took)
+		}
+	}
+	return out
 }

@@ -109,7 +109,6 @@ func run(pods, rounds int, bin string) error {
 		return fmt.Errorf("kubernetes: %w", err)
 	default:
 		defer kb.stop()
-		scenarios = append(scenarios, kb.scenarios()...)
 	}
 
 	// One unrecorded run of each warms the page cache and the kernel's
@@ -163,7 +162,9 @@ func run(pods, rounds int, bin string) error {
 	}
 	w.Flush()
 	if kb != nil {
-		kubeTable(results, modes)
+		if err := kb.paired(host, bin, pods*rounds); err != nil {
+			return fmt.Errorf("annotations: %w", err)
+		}
 	}
 	return execTable(bin)
 }
