@@ -79,8 +79,11 @@ func TestNodeLabelsAndInternalIP(t *testing.T) {
 	}
 
 	// InternalIP: 127.0.0.1 is on lo here, as a node's address is on its NIC.
+	if node, err = a.admin.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "n1"}, {Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	if _, err := a.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+	if node, err = a.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := InternalIP(ctx, a.node, "n1", false)
@@ -89,6 +92,9 @@ func TestNodeLabelsAndInternalIP(t *testing.T) {
 	}
 	if _, err := InternalIP(ctx, a.node, "n1", true); err == nil || !strings.Contains(err.Error(), "has no IPv6 InternalIP") {
 		t.Fatalf("no v6: %v", err)
+	}
+	if node, err = a.admin.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.51.100.77"}}
 	if _, err := a.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
