@@ -18,7 +18,7 @@ IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
+.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture bench-policy image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
 
 all: build
 
@@ -80,6 +80,13 @@ bench-bgp: build testbins
 # measured in the same run (root, iperf3).
 bench-dataplane: build testbins
 	$(GO) run ./test/benchdataplane -bin $(abspath $(BIN))
+
+# NetworkPolicy: policy created in the API -> in every node's kernel
+# (p50/p99) with 1,000 pods and 500 policies, rule-sync CPU per change,
+# pod-to-pod iperf3 throughput with the policies against none (root,
+# iperf3, a real kube-apiserver from kubetest-bins).
+bench-policy: kubetest-bins
+	$(GO) run ./test/benchpolicy
 
 # brindlectl capture against tcpdump on the same host veth, in one run: TCP
 # and a UDP flood of small datagrams, packets captured, drops, CPU (root).

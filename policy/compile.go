@@ -132,7 +132,7 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 				}
 			}
 		}
-		podSel := labels.Everything()
+		var podSel matcher = labels.Everything()
 		if peer.PodSelector != nil {
 			s, err := selector(peer.PodSelector)
 			if err != nil {
@@ -178,8 +178,33 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 }
 
 // selector converts a label selector; nil (absent) is handled by callers.
-func selector(s *metav1.LabelSelector) (labels.Selector, error) {
-	return metav1.LabelSelectorAsSelector(s)
+// A selector of matchLabels only (most of them) is matched directly, which
+// spares building and validating a labels.Selector on every compile.
+func selector(s *metav1.LabelSelector) (matcher, error) {
+	if len(s.MatchExpressions) == 0 {
+		return mapMatcher(s.MatchLabels), nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(s)
+	if err != nil {
+		return nil, err
+	}
+	return sel, nil
+}
+
+// matcher is a compiled label selector.
+type matcher interface{ Matches(labels.Labels) bool }
+
+// mapMatcher matches labels that include all of its own.
+type mapMatcher map[string]string
+
+// Matches implements matcher.
+func (m mapMatcher) Matches(l labels.Labels) bool {
+	for k, v := range m {
+		if !l.Has(k) || l.Get(k) != v {
+			return false
+		}
+	}
+	return true
 }
 
 func protoNumber(p *corev1.Protocol) (uint8, error) {

@@ -44,8 +44,9 @@ func TableExists() (bool, error) {
 	return err == nil, err
 }
 
-// hasElement reports whether set holds key.
-func hasElement(set string, key []byte) (bool, error) {
+// HasElement reports whether set (of table inet brindle) holds key, the
+// element's bytes as the kernel keeps them.
+func HasElement(set string, key []byte) (bool, error) {
 	elems := nl.NewRtAttr(unix.NLA_F_NESTED|unix.NFTA_SET_ELEM_LIST_ELEMENTS, nil)
 	elem := elems.AddRtAttr(unix.NLA_F_NESTED|1 /* NFTA_LIST_ELEM */, nil)
 	k := elem.AddRtAttr(unix.NLA_F_NESTED|unix.NFTA_SET_ELEM_KEY, nil)
@@ -70,7 +71,7 @@ func Admitted(veth string, addrs []netip.Addr) (bool, error) {
 		}
 		key := make([]byte, unix.IFNAMSIZ)
 		copy(key, veth)
-		ok, err := hasElement(set, append(key, a.AsSlice()...))
+		ok, err := HasElement(set, append(key, a.AsSlice()...))
 		if err != nil || !ok {
 			return false, err
 		}

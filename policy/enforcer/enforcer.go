@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,11 @@ type Enforcer struct {
 	metrics *metrics
 	drops   *dropLog
 
+	syncs atomic.Int64
+	// fwdDirty: other tables may have changed (a forward chain with policy
+	// drop to mend); set at start, on foreign changes and periodically.
+	fwdDirty atomic.Bool
+
 	mu    sync.Mutex
 	model *policy.Model
 	prog  *nft.Program
@@ -98,6 +104,7 @@ func New(cfg Config) *Enforcer {
 		cfg.Check = 30 * time.Second
 	}
 	e := &Enforcer{cfg: cfg, trigger: make(chan struct{}, 1), drops: newDropLog(256)}
+	e.fwdDirty.Store(true)
 	e.metrics = newMetrics(e)
 	if cfg.Registry != nil {
 		e.metrics.register(cfg.Registry)
@@ -142,6 +149,7 @@ func (e *Enforcer) Run(ctx context.Context) error {
 				continue
 			}
 		case <-check.C:
+			e.fwdDirty.Store(true)
 			e.verify(true)
 		}
 		e.Sync()
@@ -160,6 +168,7 @@ func (e *Enforcer) changedBehind() bool {
 	if same {
 		return false
 	}
+	e.fwdDirty.Store(true)
 	e.verify(false)
 	return true
 }
@@ -185,6 +194,7 @@ func (e *Enforcer) beforeFull() {
 
 // Sync computes and writes the table once.
 func (e *Enforcer) Sync() {
+	e.syncs.Add(1)
 	start := time.Now()
 	st, err := e.sync()
 	st.At, st.Took = start, time.Since(start).Round(time.Microsecond).String()
@@ -248,7 +258,13 @@ func (e *Enforcer) sync() (Status, error) {
 	st.Synced, st.Change, st.Endpoints, st.Policies = true, ch.String(), len(prog.Endpoints), len(prog.Policies)
 	e.metrics.endpoints.Set(float64(len(prog.Endpoints)))
 	e.metrics.policies.Set(float64(len(prog.Policies)))
-	foreign, ferr := e.cfg.Writer.EnsureForwardAccept()
+	var foreign []nft.ForeignChain
+	var ferr error
+	if ch.Full || e.fwdDirty.Swap(false) {
+		if foreign, ferr = e.cfg.Writer.EnsureForwardAccept(); ferr != nil {
+			e.fwdDirty.Store(true)
+		}
+	}
 	for _, f := range foreign {
 		st.Foreign = append(st.Foreign, f.String())
 		e.cfg.Log.Info("forward chain with policy drop: brindle's accept rules put at its top", "chain", f.String())
@@ -272,6 +288,9 @@ func (e *Enforcer) sync() (Status, error) {
 	}
 	return st, ferr
 }
+
+// SyncCount is the number of syncs so far.
+func (e *Enforcer) SyncCount() int { return int(e.syncs.Load()) }
 
 // Status is the last sync's outcome.
 func (e *Enforcer) Status() Status {

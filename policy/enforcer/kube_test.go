@@ -10,6 +10,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/brindle-net/brindle/internal/kubetest"
 )
 
 func policy(ns, name string, spec networkingv1.NetworkPolicySpec) *networkingv1.NetworkPolicy {
@@ -235,9 +237,10 @@ func TestRestartAndFlush(t *testing.T) {
 }
 
 // TestAPIServerOutage: with the apiserver gone, the last rules stay in
-// force and keep being enforced; runs last (it stops the shared server).
-func TestZZAPIServerOutage(t *testing.T) {
-	s := apiserver(t)
+// force and keep being enforced. It stops its apiserver: one of its own.
+func TestAPIServerOutage(t *testing.T) {
+	apiserver(t) // skips without the binaries
+	s := kubetest.Start(t)
 	cs := s.Client(t)
 	ctx := t.Context()
 	namespace(t, cs, "out", nil)

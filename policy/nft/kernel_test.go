@@ -115,11 +115,10 @@ func want(rs *Ruleset) parsed {
 		}
 	}
 	for name, s := range rs.Sets {
-		p.elems[name] = nil
-		for _, e := range s.Elems {
-			p.elems[name] = append(p.elems[name], e.Text)
+		p.elems[name] = s.Texts()
+		if len(p.elems[name]) == 0 {
+			p.elems[name] = nil
 		}
-		sort.Strings(p.elems[name])
 	}
 	return p
 }

@@ -3,6 +3,10 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -49,11 +53,11 @@ func PolicyChain(id string, ingress bool) string {
 }
 
 func ruleSet(id string, ingress bool, k int, what string) string {
-	d := "e"
+	d := "_e"
 	if ingress {
-		d = "i"
+		d = "_i"
 	}
-	return fmt.Sprintf("p%s_%s%d_%s", id, d, k, what)
+	return "p" + id + d + strconv.Itoa(k) + "_" + what
 }
 
 // Render computes the table for p. Pure: the same Program gives the same
@@ -289,6 +293,13 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 	if ingress {
 		dir = "ingress"
 	}
+	// The rules depend on the policy's shape alone: built once, reused by
+	// every sync until the policy changes.
+	shape := shapeOf(pol, ingress, rules)
+	cached, haveRules := ruleCache.Load(shape)
+	if haveRules {
+		c.Rules = cached.([]*rule)
+	}
 	for k, r := range rules {
 		peers4, peers6 := SplitFamilies(r.Peers)
 		var n4, n6 []NamedPort
@@ -315,6 +326,9 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 			rs.Sets[ruleSet(pol.ID, ingress, k, "named6")] = &Set{Name: ruleSet(pol.ID, ingress, k, "named6"), Kind: KindNamed6, Elems: namedElems(n6)}
 		}
 		note := fmt.Sprintf("%s %s[%d]", pol.Name, dir, k)
+		if haveRules {
+			continue
+		}
 		if r.AnyPeer {
 			// No address match: one rule serves both families.
 			if r.AnyPort() {
@@ -347,15 +361,40 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 			}
 		}
 	}
+	if !haveRules {
+		if ruleCacheSize.Add(1) > 100000 {
+			ruleCache.Clear()
+			ruleCacheSize.Store(0)
+		}
+		ruleCache.Store(shape, c.Rules)
+	}
 	return c
 }
 
+// ruleCache holds the rules of policy chains by shape (rules are never
+// changed once built); cleared when it grows large.
+var (
+	ruleCache     sync.Map
+	ruleCacheSize atomic.Int64
+)
+
+// shapeOf is what a policy chain's rules depend on.
+func shapeOf(pol Policy, ingress bool, rules []Rule) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\x00%s\x00%v", pol.ID, pol.Name, ingress)
+	for _, r := range rules {
+		fmt.Fprintf(&b, "\x00%v%v%v", r.AnyPeer, len(r.Ports) > 0, r.NamedPorts)
+	}
+	return b.String()
+}
+
 func rangeElems(rs []Range) []Elem {
-	var es []Elem
-	for _, r := range Normalize(rs) {
+	n := Normalize(rs) // sorted and merged: no duplicates
+	es := make([]Elem, 0, len(n))
+	for _, r := range n {
 		es = append(es, rangeElem(r))
 	}
-	return elements(es)
+	return es
 }
 
 func namedElems(ns []NamedPort) []Elem {

@@ -34,12 +34,57 @@ type Set struct {
 	Elems []Elem // sorted by Text, no duplicates
 }
 
-// Elem is a set element: its nft text and its encoding.
+// Elem is a set element in the kernel's encoding; Set.Text formats it as
+// nft prints it. Only what differs between syncs is ever formatted, so
+// that a sync of many elements costs no text.
 type Elem struct {
-	Text   string
 	key    []byte
 	keyEnd []byte // last key of a range (inclusive), else nil
 	chain  string // a verdict map's jump target
+}
+
+// id identifies the element within its set.
+func (e Elem) id() string { return string(e.key) + "\x00" + string(e.keyEnd) + "\x00" + e.chain }
+
+// Text formats element e of s as nft lists it.
+func (s *Set) Text(e Elem) string {
+	addr := func(b []byte) netip.Addr { a, _ := netip.AddrFromSlice(b); return a }
+	alen := 4
+	switch s.Kind {
+	case KindEndpoint6, KindPair6, KindAddr6, KindCounted6, KindRange6, KindNamed6, KindVmap6:
+		alen = 16
+	}
+	switch s.Kind {
+	case KindEndpoint4, KindEndpoint6:
+		name := strings.TrimRight(string(e.key[:16]), "\x00")
+		return fmt.Sprintf("%q . %s", name, addr(e.key[16:]))
+	case KindPair4, KindPair6:
+		return addr(e.key[:alen]).String() + " . " + addr(e.key[alen:]).String()
+	case KindRange4, KindRange6:
+		return Range{addr(e.key), addr(e.keyEnd)}.String()
+	case KindPorts:
+		first, last := binary.BigEndian.Uint16(e.key[4:6]), binary.BigEndian.Uint16(e.keyEnd[4:6])
+		text := fmt.Sprintf("%s . %d", protoName(e.key[0]), first)
+		if last != first {
+			text += fmt.Sprintf("-%d", last)
+		}
+		return text
+	case KindNamed4, KindNamed6:
+		return fmt.Sprintf("%s . %s . %d", addr(e.key[:alen]), protoName(e.key[alen]), binary.BigEndian.Uint16(e.key[alen+4:alen+6]))
+	case KindVmap4, KindVmap6:
+		return addr(e.key).String() + " : jump " + e.chain
+	}
+	return addr(e.key).String()
+}
+
+// Texts formats every element, sorted.
+func (s *Set) Texts() []string {
+	out := make([]string, 0, len(s.Elems))
+	for _, e := range s.Elems {
+		out = append(out, s.Text(e))
+	}
+	sort.Strings(out)
+	return out
 }
 
 // SetKind is a set's key type and flags.
@@ -148,8 +193,25 @@ func addrFromBytes(b []byte) (netip.Addr, bool) {
 
 // elements makes a sorted, duplicate-free element list.
 func elements(es []Elem) []Elem {
-	sort.Slice(es, func(i, j int) bool { return es[i].Text < es[j].Text })
-	return slices.CompactFunc(es, func(a, b Elem) bool { return a.Text == b.Text })
+	if len(es) < 2 {
+		return es
+	}
+	type keyed struct {
+		id string
+		e  Elem
+	}
+	ks := make([]keyed, len(es))
+	for i, e := range es {
+		ks[i] = keyed{e.id(), e}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
+	out := es[:0]
+	for i, k := range ks {
+		if i == 0 || k.id != ks[i-1].id {
+			out = append(out, k.e)
+		}
+	}
+	return out
 }
 
 func pad4(b []byte) []byte {
@@ -160,17 +222,17 @@ func pad4(b []byte) []byte {
 }
 
 func endpointElem(veth string, a netip.Addr) Elem {
-	return Elem{Text: fmt.Sprintf("%q . %s", veth, a), key: append(ifnameBytes(veth), a.AsSlice()...)}
+	return Elem{key: append(ifnameBytes(veth), a.AsSlice()...)}
 }
 
 func pairElem(a, b netip.Addr) Elem {
-	return Elem{Text: a.String() + " . " + b.String(), key: append(a.AsSlice(), b.AsSlice()...)}
+	return Elem{key: append(a.AsSlice(), b.AsSlice()...)}
 }
 
-func addrElem(a netip.Addr) Elem { return Elem{Text: a.String(), key: a.AsSlice()} }
+func addrElem(a netip.Addr) Elem { return Elem{key: a.AsSlice()} }
 
 func rangeElem(r Range) Elem {
-	return Elem{Text: r.String(), key: r.From.AsSlice(), keyEnd: r.To.AsSlice()}
+	return Elem{key: r.From.AsSlice(), keyEnd: r.To.AsSlice()}
 }
 
 func protoName(p uint8) string {
@@ -186,24 +248,19 @@ func protoName(p uint8) string {
 }
 
 func portsElem(p PortRange) Elem {
-	text := fmt.Sprintf("%s . %d", protoName(p.Proto), p.First)
-	if p.Last != p.First {
-		text += fmt.Sprintf("-%d", p.Last)
-	}
 	key := pad4([]byte{p.Proto})
-	return Elem{Text: text,
+	return Elem{
 		key:    append(slices.Clone(key), pad4(binary.BigEndian.AppendUint16(nil, p.First))...),
 		keyEnd: append(slices.Clone(key), pad4(binary.BigEndian.AppendUint16(nil, p.Last))...)}
 }
 
 func namedElem(n NamedPort) Elem {
 	key := append(n.Addr.AsSlice(), pad4([]byte{n.Proto})...)
-	return Elem{Text: fmt.Sprintf("%s . %s . %d", n.Addr, protoName(n.Proto), n.Port),
-		key: append(key, pad4(binary.BigEndian.AppendUint16(nil, n.Port))...)}
+	return Elem{key: append(key, pad4(binary.BigEndian.AppendUint16(nil, n.Port))...)}
 }
 
 func vmapElem(a netip.Addr, chain string) Elem {
-	return Elem{Text: a.String() + " : jump " + chain, key: a.AsSlice(), chain: chain}
+	return Elem{key: a.AsSlice(), chain: chain}
 }
 
 // Text is the ruleset as nft would list it, give or take the order of
@@ -222,11 +279,7 @@ func (rs *Ruleset) Text() string {
 		}
 		fmt.Fprintf(&b, "\t%s %s { %s", word, name, kindDecl[s.Kind])
 		if len(s.Elems) > 0 {
-			var es []string
-			for _, e := range s.Elems {
-				es = append(es, e.Text)
-			}
-			fmt.Fprintf(&b, "; elements = { %s }", strings.Join(es, ", "))
+			fmt.Fprintf(&b, "; elements = { %s }", strings.Join(s.Texts(), ", "))
 		}
 		b.WriteString(" }\n")
 	}

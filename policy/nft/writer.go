@@ -292,19 +292,20 @@ func delElems(c *nftables.Conn, s *nftables.Set, es []nftables.SetElement) error
 }
 
 func elemDiff(old, cur []Elem) (added, removed []Elem) {
-	have := map[string]bool{}
+	have := make(map[string]bool, len(old))
 	for _, e := range old {
-		have[e.Text] = true
+		have[e.id()] = true
 	}
-	want := map[string]bool{}
+	want := make(map[string]bool, len(cur))
 	for _, e := range cur {
-		want[e.Text] = true
-		if !have[e.Text] {
+		id := e.id()
+		want[id] = true
+		if !have[id] {
 			added = append(added, e)
 		}
 	}
 	for _, e := range old {
-		if !want[e.Text] {
+		if !want[e.id()] {
 			removed = append(removed, e)
 		}
 	}
