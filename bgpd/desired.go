@@ -150,8 +150,23 @@ func KernelRoutes(self *conf.Node, nodes []conf.Node, blocks []netip.Prefix, rib
 	if a, ok := self.IPv6(); ok {
 		selfAddrs[a.Addr()] = true
 	}
+	// Prefixes the nodes themselves announce: a path from outside the
+	// cluster (an external peer's own, or a router's with next-hop-self)
+	// may not take traffic for addresses inside them, nor inside this
+	// node's own blocks — a peer announcing a pod's /32 would otherwise
+	// pull that pod's traffic away from the node that has it.
+	var owned []netip.Prefix
+	for _, p := range rib {
+		if byAddr[p.NextHop] != nil {
+			owned = append(owned, p.Prefix)
+		}
+	}
+	owned = append(owned, blocks...)
 	for _, p := range rib {
 		if selfAddrs[p.NextHop] || !p.NextHop.IsValid() || !inRanges(p.Prefix, ranges) {
+			continue
+		}
+		if byAddr[p.NextHop] == nil && coveredBy(p.Prefix, owned) {
 			continue
 		}
 		r, err := render(p, byAddr[p.NextHop])
@@ -162,6 +177,16 @@ func KernelRoutes(self *conf.Node, nodes []conf.Node, blocks []netip.Prefix, rib
 		out = append(out, r)
 	}
 	return out, errs
+}
+
+// coveredBy reports whether p equals or lies inside one of ps.
+func coveredBy(p netip.Prefix, ps []netip.Prefix) bool {
+	for _, q := range ps {
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 func inRanges(p netip.Prefix, ranges []ImportRange) bool {

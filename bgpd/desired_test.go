@@ -142,3 +142,34 @@ func prefixStrings(ps []netip.Prefix) []string {
 	}
 	return out
 }
+
+// A path from outside the cluster may not take traffic for addresses
+// inside a prefix a node announces, nor inside this node's own blocks (a
+// hostile peer announcing a pod's /32); where no node announces the range
+// (nodes learning each other through routers with next-hop-self), it is
+// installed.
+func TestKernelRoutesExternalPathsCannotShadowNodes(t *testing.T) {
+	self := node("a", "10.0.0.1/24", "", nil)
+	nodes := []conf.Node{self, node("b", "10.0.0.2/24", "", nil)}
+	pool := conf.IPPool{Metadata: conf.ObjectMeta{Name: "p"}, Spec: conf.IPPoolSpec{CIDR: "10.244.0.0/16"}}
+	pool.Default()
+	ext := netip.MustParseAddr("10.0.0.250")
+	blocks := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")}
+	rib := []Path{
+		{Prefix: netip.MustParsePrefix("10.244.2.0/26"), NextHop: netip.MustParseAddr("10.0.0.2")}, // node b's block
+		{Prefix: netip.MustParsePrefix("10.244.2.5/32"), NextHop: ext},                              // a pod of b, hijacked
+		{Prefix: netip.MustParsePrefix("10.244.2.0/26"), NextHop: ext},                              // b's block itself
+		{Prefix: netip.MustParsePrefix("10.244.1.9/32"), NextHop: ext},                              // inside our own block
+		{Prefix: netip.MustParsePrefix("10.244.9.0/26"), NextHop: ext},                              // no node announces it
+		{Prefix: netip.MustParsePrefix("10.244.9.70/32"), NextHop: ext},
+	}
+	rs, errs := KernelRoutes(&self, nodes, blocks, rib, ImportRanges([]conf.IPPool{pool}), Native)
+	var got []string
+	for _, r := range Sorted(rs) {
+		got = append(got, r.String())
+	}
+	want := []string{"blackhole 10.244.1.0/26", "10.244.2.0/26 via 10.0.0.2", "10.244.9.0/26 via 10.0.0.250", "10.244.9.70/32 via 10.0.0.250"}
+	if len(errs) > 0 || !slices.Equal(got, want) {
+		t.Errorf("routes %v (errs %v), want %v", got, errs, want)
+	}
+}

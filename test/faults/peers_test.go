@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/brindle-net/brindle/bgpd"
 	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/test/lab"
 )
 
@@ -167,4 +169,134 @@ func maxPrefixesOf(p conf.BGPPeer) uint32 {
 		return 0
 	}
 	return *p.Spec.MaxPrefixes
+}
+
+// kernelRoutes is every route of a node's main table (any protocol), as
+// `ip route` would print its essentials, for before/after comparisons.
+func kernelRoutes(t *testing.T, n *lab.Node) []string {
+	t.Helper()
+	out, err := lab.Run(n.NS, "ip", "-4", "route", "show", "table", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		rs = append(rs, strings.Join(strings.Fields(l), " "))
+	}
+	slices.Sort(rs)
+	return rs
+}
+
+// TestHostilePeers: an external peer (BIRD, eBGP) announces a default
+// route, other networks' prefixes, the /32 of a pod running on node-1
+// (inside node-1's block, next hop itself), and a flood (5,000 /32s outside
+// every pool, 500 inside the pool where no node has a block). Must hold:
+// the kernel of every node is what it was plus only what policy allows —
+// prefixes outside the pools never; a pool prefix from outside the cluster
+// only where no node announces it and not inside the node's own blocks, so
+// here the 500 unclaimed pool /32s and nothing else; the victim pod keeps
+// its route on node-1 and stays reachable from node-2; the session stays up
+// (the flood is under the peer's maxPrefixes).
+func TestHostilePeers(t *testing.T) {
+	needBird(t)
+	l := newLab(t, lab.Config{Nodes: 2})
+	ctx := t.Context()
+	victim, err := l.Nodes[0].AddPod(ctx, "victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := l.Nodes[1].AddPod(ctx, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string][]string{}
+	for _, n := range l.Nodes {
+		before[n.Name] = kernelRoutes(t, n)
+	}
+	routes := []string{
+		"route 0.0.0.0/0 blackhole;",
+		"route 192.0.2.0/24 blackhole;",
+		"route 198.51.100.0/24 blackhole;",
+		"route 8.8.8.0/24 blackhole;",
+		"route " + victim.Addr.String() + "/32 blackhole;", // a pod of node-1, announced by the peer
+	}
+	for i := range 5000 {
+		routes = append(routes, fmt.Sprintf("route 100.%d.%d.%d/32 blackhole;", 64+i>>16, (i>>8)&255, i&255))
+	}
+	for i := range 500 {
+		routes = append(routes, fmt.Sprintf("route 10.244.%d.%d/32 blackhole;", 250+i/250, i%250+1))
+	}
+	birdAddr := netip.MustParseAddr("198.19.1.250")
+	b, err := l.StartBird("hostile", birdAddr, birdStatic(l, routes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PutBGPPeer(ctx, conf.BGPPeer{Metadata: conf.ObjectMeta{Name: "hostile"},
+		Spec: conf.BGPPeerSpec{PeerIP: birdAddr.String(), ASNumber: 65001}}); err != nil {
+		t.Fatal(err)
+	}
+	// Every node has received the whole announcement.
+	want := uint64(len(routes))
+	for _, n := range l.Nodes {
+		if err := eventually(30*time.Second, func() error {
+			p, err := peerStatus(n, "hostile")
+			if err != nil {
+				return err
+			}
+			if p.State != "Established" || p.Received < want {
+				return fmt.Errorf("%s: session %s, %d of %d received", n.Name, p.State, p.Received, want)
+			}
+			return nil
+		}); err != nil {
+			out, _ := b.Cmd("show protocols")
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	allowed := map[string]bool{}
+	for i := range 500 {
+		allowed[fmt.Sprintf("10.244.%d.%d via %s dev eth0 proto 98", 250+i/250, i%250+1, birdAddr)] = true
+	}
+	var unexpected []string
+	if err := eventually(10*time.Second, func() error {
+		unexpected = nil
+		for _, n := range l.Nodes {
+			after := kernelRoutes(t, n)
+			got := 0
+			for _, r := range after {
+				switch {
+				case allowed[r]:
+					got++
+				case !slices.Contains(before[n.Name], r):
+					unexpected = append(unexpected, n.Name+": "+r)
+				}
+			}
+			for _, r := range before[n.Name] {
+				if !slices.Contains(after, r) {
+					unexpected = append(unexpected, n.Name+": lost "+r)
+				}
+			}
+			if got != len(allowed) {
+				return fmt.Errorf("%s: %d of the %d allowed routes", n.Name, got, len(allowed))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	for i, u := range unexpected {
+		if i < 10 {
+			t.Errorf("not allowed by policy: %s", u)
+		}
+	}
+	reach := testenv.Ping(client.NS, victim.Addr, 3)
+	if reach != nil {
+		t.Errorf("the victim pod %s is not reachable from node-2: %v", victim.Addr, reach)
+	}
+	st, _ := l.Nodes[0].Status(ctx)
+	p, _ := peerStatus(l.Nodes[1], "hostile")
+	figures(t, "peer announced 0/0, 3 foreign prefixes, a pod's /32, 5,000 /32s outside the pools and 500 unclaimed pool /32s (%d received, %d accepted into node-2's BGP table): kernels changed only by the %d allowed routes, %d other changes; victim pod reachable from node-2: %v; node-1 route conflicts %d; session %s",
+		p.Received, p.Accepted, len(allowed), len(unexpected), reach == nil, st.LastSync.Conflicts, p.State)
 }
