@@ -61,6 +61,9 @@ func NewAgent(cfg AgentConfig) *Agent {
 	if cfg.EtcdWait == 0 {
 		cfg.EtcdWait = 10 * time.Second
 	}
+	if cfg.Controller.Records == nil {
+		cfg.Controller.Records = NewRecords()
+	}
 	return &Agent{cfg: cfg, log: cfg.Controller.Log}
 }
 
@@ -189,10 +192,8 @@ func (a *Agent) global() (GlobalSpec, bool) {
 		return GlobalSpec{}, false
 	}
 	cfg := conf.DefaultBGPConfiguration()
-	if v, ok := cache.Snapshot(ipam.Prefix + "bgp/config")[ipam.Prefix+"bgp/config"]; ok {
-		if c, err := conf.UnmarshalBGPConfiguration(v); err == nil && c.Validate() == nil {
-			cfg = c
-		}
+	if c, ok := BGPConfigInForce(cache, a.cfg.Controller.Records, a.log); ok {
+		cfg = c
 	}
 	return WantedGlobal(&self, &cfg, a.cfg.RouterID), true
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,10 @@ type ControllerConfig struct {
 	// RouteEvents, when set, is signalled when a brindle route was removed
 	// from the kernel by someone else.
 	RouteEvents <-chan struct{}
+	// Records decides which cluster records are in force (the last valid
+	// value of a key whose value is not); shared by the controllers an
+	// Agent runs one after the other. Default: a new one.
+	Records *Records
 	// RouterID, when set, makes Run return ErrSpeakerChanged as soon as
 	// the speaker's own settings in force (AS number, listen port,
 	// graceful restart) differ from the speaker's: the Agent then builds a
@@ -87,6 +92,9 @@ func NewController(cfg ControllerConfig) *Controller {
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
 	}
+	if cfg.Records == nil {
+		cfg.Records = NewRecords()
+	}
 	return &Controller{cfg: cfg, started: time.Now()}
 }
 
@@ -103,17 +111,18 @@ type clusterState struct {
 
 func (c *Controller) read() (*clusterState, error) {
 	ca, log := c.cfg.Cache, c.cfg.Log
+	recs := c.cfg.Records
 	st := &clusterState{bgp: conf.DefaultBGPConfiguration()}
 	found := false
-	for k, v := range ca.Snapshot(ipam.Prefix + "nodes/") {
-		n, err := conf.UnmarshalNode(v)
-		if err == nil {
-			err = n.Validate()
-		}
-		if err != nil {
-			log.Warn("ignoring node record", "key", k, "err", err)
+	nodes := ca.Snapshot(ipam.Prefix + "nodes/")
+	recs.Forget(ipam.Prefix+"nodes/", nodes)
+	for k, v := range nodes {
+		name := strings.TrimPrefix(k, ipam.Prefix+"nodes/")
+		v = recs.Pick(log, k, v, func(b []byte) error { _, err := validNode(b, name); return err })
+		if v == nil {
 			continue
 		}
+		n, _ := validNode(v, name)
 		st.nodes = append(st.nodes, n)
 		if n.Name == c.cfg.NodeName {
 			st.self, found = n, true
@@ -122,38 +131,41 @@ func (c *Controller) read() (*clusterState, error) {
 	if !found {
 		return nil, fmt.Errorf("node %s is not registered in etcd", c.cfg.NodeName)
 	}
-	if v, ok := ca.Snapshot(ipam.Prefix + "bgp/config")[ipam.Prefix+"bgp/config"]; ok {
-		cfg, err := conf.UnmarshalBGPConfiguration(v)
-		if err == nil {
-			err = cfg.Validate()
-		}
-		if err != nil {
-			log.Warn("ignoring invalid bgp/config; using defaults", "err", err)
-		} else {
-			st.bgp = cfg
-		}
+	if cfg, ok := BGPConfigInForce(ca, recs, log); ok {
+		st.bgp = cfg
 	}
-	for k, v := range ca.Snapshot(ipam.Prefix + "bgp/peers/") {
-		p, err := conf.UnmarshalBGPPeer(v)
-		if err == nil {
-			err = p.Validate()
-		}
-		if err != nil {
-			log.Warn("ignoring BGP peer", "key", k, "err", err)
+	peers := ca.Snapshot(ipam.Prefix + "bgp/peers/")
+	recs.Forget(ipam.Prefix+"bgp/peers/", peers)
+	for k, v := range peers {
+		v = recs.Pick(log, k, v, func(b []byte) error { _, err := validPeer(b); return err })
+		if v == nil {
 			continue
 		}
+		p, _ := validPeer(v)
 		st.peers = append(st.peers, p)
 	}
-	for k, v := range ca.Snapshot(ipam.Prefix + "ippools/") {
-		p, err := conf.UnmarshalPool(v)
-		if err == nil {
-			err = p.Validate()
-		}
-		if err != nil {
-			log.Warn("ignoring pool", "key", k, "err", err)
+	pools := ca.Snapshot(ipam.Prefix + "ippools/")
+	recs.Forget(ipam.Prefix+"ippools/", pools)
+	for k, v := range pools {
+		v = recs.Pick(log, k, v, func(b []byte) error { _, err := validPool(b); return err })
+		if v == nil {
 			continue
 		}
+		p, _ := validPool(v)
 		st.pools = append(st.pools, p)
+	}
+	sort.Slice(st.pools, func(i, j int) bool { return st.pools[i].Metadata.Name < st.pools[j].Metadata.Name })
+	for i := range st.pools {
+		for j := i + 1; j < len(st.pools); j++ {
+			a, b := &st.pools[i], &st.pools[j]
+			if a.Prefix().Overlaps(b.Prefix()) {
+				// Routed as the union (their pods keep their routes);
+				// IPAM allocates only from the one created first.
+				recs.Warn(log, ipam.Prefix+"ippools/"+b.Metadata.Name, fmt.Sprintf(
+					"pools %s (%s) and %s (%s) overlap: IPAM allocates only from the one created first; delete the other (ippools/%s, ippools/%s)",
+					a.Metadata.Name, a.Spec.CIDR, b.Metadata.Name, b.Spec.CIDR, a.Metadata.Name, b.Metadata.Name))
+			}
+		}
 	}
 	affPrefix := ipam.Prefix + "ipam/affinity/" + c.cfg.NodeName + "/"
 	for k, v := range ca.Snapshot(affPrefix) {
@@ -201,6 +213,57 @@ func (c *Controller) state(config bool) (*clusterState, error) {
 	c.lastState = st // nil after an error: read again next time
 	c.mu.Unlock()
 	return st, err
+}
+
+// validNode decodes and validates a node record stored under name.
+func validNode(b []byte, name string) (conf.Node, error) {
+	n, err := conf.UnmarshalNode(b)
+	if err == nil {
+		err = n.Validate()
+	}
+	if err == nil && n.Name != name {
+		err = fmt.Errorf("name %q: not the name in the key", n.Name)
+	}
+	return n, err
+}
+
+func validPeer(b []byte) (conf.BGPPeer, error) {
+	p, err := conf.UnmarshalBGPPeer(b)
+	if err == nil {
+		err = p.Validate()
+	}
+	return p, err
+}
+
+func validPool(b []byte) (conf.IPPool, error) {
+	p, err := conf.UnmarshalPool(b)
+	if err == nil {
+		err = p.Validate()
+	}
+	return p, err
+}
+
+// BGPConfigInForce is the cluster's BGP configuration: bgp/config when
+// valid, else its last valid value, else (ok false) none.
+func BGPConfigInForce(ca *Cache, recs *Records, log *slog.Logger) (conf.BGPConfiguration, bool) {
+	key := ipam.Prefix + "bgp/config"
+	v, ok := ca.Snapshot(key)[key]
+	if !ok {
+		recs.Forget(key, nil)
+		return conf.BGPConfiguration{}, false
+	}
+	valid := func(b []byte) (conf.BGPConfiguration, error) {
+		c, err := conf.UnmarshalBGPConfiguration(b)
+		if err == nil {
+			err = c.Validate()
+		}
+		return c, err
+	}
+	if v = recs.Pick(log, key, v, func(b []byte) error { _, err := valid(b); return err }); v == nil {
+		return conf.BGPConfiguration{}, false
+	}
+	c, _ := valid(v)
+	return c, true
 }
 
 func parseCIDRKey(s string) (netip.Prefix, error) {

@@ -157,10 +157,10 @@ func TestKernelRoutesExternalPathsCannotShadowNodes(t *testing.T) {
 	blocks := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")}
 	rib := []Path{
 		{Prefix: netip.MustParsePrefix("10.244.2.0/26"), NextHop: netip.MustParseAddr("10.0.0.2")}, // node b's block
-		{Prefix: netip.MustParsePrefix("10.244.2.5/32"), NextHop: ext},                              // a pod of b, hijacked
-		{Prefix: netip.MustParsePrefix("10.244.2.0/26"), NextHop: ext},                              // b's block itself
-		{Prefix: netip.MustParsePrefix("10.244.1.9/32"), NextHop: ext},                              // inside our own block
-		{Prefix: netip.MustParsePrefix("10.244.9.0/26"), NextHop: ext},                              // no node announces it
+		{Prefix: netip.MustParsePrefix("10.244.2.5/32"), NextHop: ext},                             // a pod of b, hijacked
+		{Prefix: netip.MustParsePrefix("10.244.2.0/26"), NextHop: ext},                             // b's block itself
+		{Prefix: netip.MustParsePrefix("10.244.1.9/32"), NextHop: ext},                             // inside our own block
+		{Prefix: netip.MustParsePrefix("10.244.9.0/26"), NextHop: ext},                             // no node announces it
 		{Prefix: netip.MustParsePrefix("10.244.9.70/32"), NextHop: ext},
 	}
 	rs, errs := KernelRoutes(&self, nodes, blocks, rib, ImportRanges([]conf.IPPool{pool}), Native)

@@ -81,6 +81,11 @@ func (n *Node) Validate() error {
 	if !nameRE.MatchString(n.Name) {
 		return fmt.Errorf("name %q: must be lower-case letters, digits, '-' and '.'", n.Name)
 	}
+	for k, v := range n.Labels {
+		if len(k) == 0 || len(k) > 317 || len(v) > 63 {
+			return fmt.Errorf("labels: %.40q=%.40q: a key is 1-317 characters (prefix/name), a value at most 63", k, v)
+		}
+	}
 	if n.IPv4Address == "" && n.IPv6Address == "" {
 		return fmt.Errorf("node %s: needs ipv4Address or ipv6Address", n.Name)
 	}

@@ -26,7 +26,10 @@ func (a *Allocator) readPools(ctx context.Context) ([]conf.IPPool, map[string]in
 	for _, kv := range res[0] {
 		p, err := conf.UnmarshalPool(kv.Value)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", kv.Key, err)
+			// Not a pool at all: nothing to show or check against; `ipam
+			// check` names it and `pool delete NAME --force` removes it.
+			a.Log.Warn("ignoring a stored pool that does not decode", "key", kv.Key, "err", err)
+			continue
 		}
 		pools = append(pools, p)
 		revs[p.Metadata.Name] = kv.ModRevision
@@ -105,6 +108,11 @@ func (a *Allocator) DeletePool(ctx context.Context, name string, force bool) err
 	}
 	orig, err := conf.UnmarshalPool(res[0][0].Value)
 	if err != nil {
+		if !force {
+			return fmt.Errorf("pool %q: the stored value is not a pool (%v); delete it with --force", name, err)
+		}
+		// Nothing can have been allocated from a pool that never decoded.
+		_, err := a.Store.Commit(ctx, Op{Key: poolKey(name), Delete: true, Rev: res[0][0].ModRevision})
 		return err
 	}
 	if _, used, err := a.poolBlocks(ctx, orig); err != nil {

@@ -86,6 +86,9 @@ func (a *Allocator) Repair(ctx context.Context, rep CheckReport, o RepairOptions
 		}
 		r.say("deleted", "would delete", "endpoint %s/%s", orphan.Node, orphan.ID)
 	}
+	for _, u := range rep.Unreadable {
+		r.lines = append(r.lines, "left "+u+": not a record brindle wrote; look at it and delete it with etcdctl")
+	}
 	for _, sb := range rep.StaleBlocks {
 		if err := r.staleBlock(sb, seen); err != nil {
 			errs = append(errs, err)

@@ -39,6 +39,7 @@ type snapshotAll struct {
 	handles   map[string]*Handle
 	endpoints map[string]*Endpoint // key: node + "/" + id
 	nodes     map[string]bool
+	bad       []string // records that do not decode: key and error
 }
 
 func (a *Allocator) readAll(ctx context.Context) (*snapshotAll, error) {
@@ -57,14 +58,19 @@ func (a *Allocator) readAll(ctx context.Context) (*snapshotAll, error) {
 	for _, kv := range res[0] {
 		p, err := conf.UnmarshalPool(kv.Value)
 		if err != nil {
-			return nil, err
+			s.bad = append(s.bad, fmt.Sprintf("%s: %v", kv.Key, err))
+			continue
 		}
 		s.pools = append(s.pools, p)
 	}
 	for _, kv := range res[1] {
 		var b Block
-		if err := decode(kv, &b); err != nil {
-			return nil, err
+		if err := decode(kv, &b); err == nil {
+			err = b.check()
+		}
+		if err != nil {
+			s.bad = append(s.bad, err.Error())
+			continue
 		}
 		s.blocks = append(s.blocks, &b)
 	}
@@ -72,21 +78,24 @@ func (a *Allocator) readAll(ctx context.Context) (*snapshotAll, error) {
 	for _, kv := range res[2] {
 		var af Affinity
 		if err := decode(kv, &af); err != nil {
-			return nil, err
+			s.bad = append(s.bad, err.Error())
+			continue
 		}
 		s.affs[strings.TrimPrefix(kv.Key, affinityPrefix)] = af
 	}
 	for _, kv := range res[3] {
 		var h Handle
 		if err := decode(kv, &h); err != nil {
-			return nil, err
+			s.bad = append(s.bad, err.Error())
+			continue
 		}
 		s.handles[h.ID] = &h
 	}
 	for _, kv := range res[4] {
 		var e Endpoint
 		if err := decode(kv, &e); err != nil {
-			return nil, err
+			s.bad = append(s.bad, err.Error())
+			continue
 		}
 		s.endpoints[strings.TrimPrefix(kv.Key, endpointPrefix)] = &e
 	}
@@ -216,11 +225,14 @@ type CheckReport struct {
 	// NoNodes is set when no node record exists at all; then no block is
 	// called stale, since brindled has evidently not registered any node.
 	NoNodes bool `json:"noNodes"`
+	// Unreadable lists records that do not decode (key and error): written
+	// around brindle, they are left for the operator to look at.
+	Unreadable []string `json:"unreadable,omitempty"`
 }
 
 // Clean reports whether the check found nothing.
 func (r CheckReport) Clean() bool {
-	return len(r.Leaks) == 0 && len(r.Orphans) == 0 && len(r.StaleBlocks) == 0
+	return len(r.Leaks) == 0 && len(r.Orphans) == 0 && len(r.StaleBlocks) == 0 && len(r.Unreadable) == 0
 }
 
 // Check compares allocations, handles, endpoints and node records. Pod
@@ -233,6 +245,7 @@ func (a *Allocator) Check(ctx context.Context) (CheckReport, error) {
 	}
 	var r CheckReport
 	r.NoNodes = len(s.nodes) == 0
+	r.Unreadable = s.bad
 	for _, b := range s.blocks {
 		if b.Affinity != "" && !r.NoNodes && !s.nodes[b.Affinity] {
 			r.StaleBlocks = append(r.StaleBlocks, StaleBlock{CIDR: b.CIDR.String(), Node: b.Affinity, Used: b.InUse()})

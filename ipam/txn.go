@@ -95,16 +95,21 @@ func (a *Allocator) begin(ctx context.Context, r reader, node string, handles []
 		}
 		t.cfgRev = res[1][0].ModRevision
 	}
-	for _, kv := range res[2] {
-		p, err := conf.UnmarshalPool(kv.Value)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", kv.Key, err)
-		}
-		if p.Validate() != nil {
-			continue // never allocate from a pool that is not valid as stored
-		}
+	// Never allocate from a pool that is not valid as stored, nor from one
+	// that overlaps an older pool (it would hand the same addresses out).
+	recs := make([]conf.PoolRecord, len(res[2]))
+	revs := map[string]int64{}
+	for i, kv := range res[2] {
+		recs[i] = conf.PoolRecord{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision}
+		revs[kv.Key] = kv.ModRevision
+	}
+	pools, rejected := conf.UsablePools(recs)
+	for _, r := range rejected {
+		a.Log.Warn("ipam: ignoring pool", "why", r)
+	}
+	for _, p := range pools {
 		t.pools = append(t.pools, p)
-		t.poolRevs[p.Metadata.Name] = kv.ModRevision
+		t.poolRevs[p.Metadata.Name] = revs[poolKey(p.Metadata.Name)]
 	}
 	sort.Slice(t.pools, func(i, j int) bool { return t.pools[i].Metadata.Name < t.pools[j].Metadata.Name })
 	if len(res[3]) > 0 {

@@ -151,6 +151,12 @@ func (a *app) printCheck(o *outputFlag, r ipam.CheckReport) error {
 				t.row(s.CIDR, s.Node, strconv.Itoa(s.Used))
 			}
 		}
+		if len(r.Unreadable) > 0 {
+			t.line("\nUNREADABLE RECORDS (%d): not written by brindle; look at them with etcdctl", len(r.Unreadable))
+			for _, u := range r.Unreadable {
+				t.line("%s", u)
+			}
+		}
 	})
 	if err == nil && !o.structured() && !r.Clean() {
 		fmt.Fprintln(a.out, "\nrun `brindlectl ipam release` to release these")

@@ -20,6 +20,9 @@ type KV struct {
 	Key         string
 	Value       []byte
 	ModRevision int64
+	// CreateRevision orders records by when they were created (of two
+	// overlapping pools, the older one is used).
+	CreateRevision int64
 }
 
 // Get asks for one key, or every key under a prefix.

@@ -69,9 +69,10 @@ func (s *Store) Read(ctx context.Context, gets ...store.Get) ([][]store.KV, erro
 	for i, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
 			out[i] = append(out[i], store.KV{
-				Key:         strings.TrimPrefix(string(kv.Key), s.prefix),
-				Value:       kv.Value,
-				ModRevision: kv.ModRevision,
+				Key:            strings.TrimPrefix(string(kv.Key), s.prefix),
+				Value:          kv.Value,
+				ModRevision:    kv.ModRevision,
+				CreateRevision: kv.CreateRevision,
 			})
 		}
 	}
@@ -126,7 +127,7 @@ func (s *Store) CommitRev(ctx context.Context, ops ...store.Op) (bool, int64, []
 	var cur []store.KV
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
-			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(kv.Key), s.prefix), Value: kv.Value, ModRevision: kv.ModRevision})
+			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(kv.Key), s.prefix), Value: kv.Value, ModRevision: kv.ModRevision, CreateRevision: kv.CreateRevision})
 		}
 	}
 	return false, resp.Header.Revision, cur, nil

@@ -175,9 +175,10 @@ func (s *Store) putConn(ep endpoint, c *conn) {
 }
 
 type kv struct {
-	Key         []byte `json:"key"`
-	Value       []byte `json:"value"`
-	ModRevision string `json:"mod_revision"`
+	Key            []byte `json:"key"`
+	Value          []byte `json:"value"`
+	ModRevision    string `json:"mod_revision"`
+	CreateRevision string `json:"create_revision"`
 }
 
 type rangeReq struct {
@@ -253,7 +254,8 @@ func (s *Store) Read(ctx context.Context, gets ...store.Get) ([][]store.KV, erro
 		}
 		for _, e := range r.Range.Kvs {
 			rev, _ := strconv.ParseInt(e.ModRevision, 10, 64)
-			out[i] = append(out[i], store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: rev})
+			created, _ := strconv.ParseInt(e.CreateRevision, 10, 64)
+			out[i] = append(out[i], store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: rev, CreateRevision: created})
 		}
 	}
 	return out, nil
@@ -312,7 +314,8 @@ func (s *Store) CommitRev(ctx context.Context, ops ...store.Op) (bool, int64, []
 		}
 		for _, e := range r.Range.Kvs {
 			mod, _ := strconv.ParseInt(e.ModRevision, 10, 64)
-			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: mod})
+			created, _ := strconv.ParseInt(e.CreateRevision, 10, 64)
+			cur = append(cur, store.KV{Key: strings.TrimPrefix(string(e.Key), s.prefix), Value: e.Value, ModRevision: mod, CreateRevision: created})
 		}
 	}
 	return false, rev, cur, nil

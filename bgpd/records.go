@@ -1,0 +1,75 @@
+package bgpd
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// Records sits between the cache and the controller for the cluster's
+// records (nodes, pools, BGP configuration and peers): a record that is not
+// valid — written straight into etcd with a wrong type, garbage, a newer
+// schema — does not take effect. The last valid value of its key stays in
+// force (a pool or the AS number mangled by hand must not withdraw routes
+// or restart every session), or, for a key never valid, it is ignored. Each
+// problem is logged once, naming the key, until it changes.
+type Records struct {
+	mu     sync.Mutex
+	good   map[string][]byte
+	warned map[string]string
+}
+
+// NewRecords returns an empty Records.
+func NewRecords() *Records {
+	return &Records{good: map[string][]byte{}, warned: map[string]string{}}
+}
+
+// Pick returns the value of key to use: v when valid says so, else the
+// last valid value of key, else nil. log gets one line per new problem.
+func (r *Records) Pick(log *slog.Logger, key string, v []byte, valid func([]byte) error) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err := valid(v)
+	if err == nil {
+		r.good[key] = v
+		if _, was := r.warned[key]; was {
+			delete(r.warned, key)
+			log.Info("record valid again", "key", key)
+		}
+		return v
+	}
+	last, ok := r.good[key]
+	msg := err.Error()
+	if r.warned[key] != msg {
+		r.warned[key] = msg
+		if ok {
+			log.Warn("invalid record; keeping its last valid value in force", "key", key, "err", msg)
+		} else {
+			log.Warn("invalid record; ignored", "key", key, "err", msg)
+		}
+	}
+	return last
+}
+
+// Warn logs a problem of the record set once, until its text changes.
+func (r *Records) Warn(log *slog.Logger, key, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.warned[key] != msg {
+		r.warned[key] = msg
+		log.Warn(msg, "key", key)
+	}
+}
+
+// Forget drops what is kept of the keys under prefix not in present (they
+// were deleted).
+func (r *Records) Forget(prefix string, present map[string][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.good {
+		if _, ok := present[k]; !ok && strings.HasPrefix(k, prefix) {
+			delete(r.good, k)
+			delete(r.warned, k)
+		}
+	}
+}
