@@ -12,8 +12,11 @@ out=$here/out/smoke
 mkdir -p "$out"
 (cd "$here" && go test -c -o "$out/smoke.test" ./smoke)
 set +e
-nsenter --net="/run/netns/$NS_PREFIX-control-plane" -- \
-	"$out/smoke.test" -test.v -test.timeout=30m -kubeconfig="$STATE/pki/admin.kubeconfig" "$@" 2>&1 | tee "$out/smoke.log"
+# brindlectl from the tree, for `kubectl brindle capture`; kubectl in PATH.
+make -C "$here/../.." --no-print-directory -s build >&2
+PATH=$K8S_BIN:$PATH nsenter --net="/run/netns/$NS_PREFIX-control-plane" -- \
+	"$out/smoke.test" -test.v -test.timeout=30m -kubeconfig="$STATE/pki/admin.kubeconfig" \
+	-brindlectl="$(cd "$here/../.." && pwd)/bin/brindlectl" "$@" 2>&1 | tee "$out/smoke.log"
 rc=${PIPESTATUS[0]}
 set -e
 grep -E '^(--- |ok|FAIL|PASS)|smoke_test.go:[0-9]+: ' "$out/smoke.log" >"$out/summary.txt" || true
