@@ -159,6 +159,16 @@ func (l *NodeLocal) run(ctx context.Context, a *Allocator, p *pending) ([]Handle
 	}
 }
 
+// Gathering a burst: a holder whose state was saved less than gatherAfter
+// ago, when transactions of at least gatherMin calls were recent
+// (nodeState.Recent), and who finds fewer queued, waits up to gatherFor
+// for them.
+const (
+	gatherMin   = 2
+	gatherAfter = 5 * time.Millisecond
+	gatherFor   = time.Millisecond
+)
+
 // queuePoll is how often a waiter tries the lock without being told to:
 // only a holder killed before it could pass the turn makes that needed.
 const queuePoll = 25 * time.Millisecond
@@ -199,9 +209,21 @@ func (l *NodeLocal) ensureDirs() error {
 // waiting now, then their results.
 func (l *NodeLocal) hold(ctx context.Context, a *Allocator, own *pending, ownID string) ([]HandleAddr, error) {
 	rc := newReadCache(a.Store)
-	fromState := l.loadState(rc)
+	st := l.loadState(rc)
+	fromState := st != nil
 	taken := map[string]bool{own.req.handle(): true}
 	others, _ := l.scan(l.maxBatch()-1, taken, ownID)
+	if st != nil && st.Recent >= gatherMin && len(others)+1 < st.Recent && time.Since(st.Saved) < gatherAfter {
+		// A burst is under way (transactions just now made several calls
+		// each) and fewer are queued yet: the processes they answered are
+		// about to come back. Waiting a moment for them makes one commit
+		// instead of two; a lone call never waits.
+		for deadline := time.Now().Add(gatherFor); len(others)+1 < st.Recent && time.Now().Before(deadline); {
+			time.Sleep(gatherFor / 8)
+			more, _ := l.scan(l.maxBatch()-1-len(others), taken, ownID)
+			others = append(others, more...)
+		}
+	}
 	batch := []*pending{own}
 	for _, q := range others {
 		batch = append(batch, q.p)
@@ -218,7 +240,7 @@ func (l *NodeLocal) hold(ctx context.Context, a *Allocator, own *pending, ownID 
 	}
 	err := a.runBatch(ctx, l.Node, batch, rc)
 	if err == nil {
-		l.saveState(rc)
+		l.saveState(rc, len(batch), st)
 	} else {
 		l.dropState()
 	}
@@ -238,7 +260,7 @@ func (l *NodeLocal) hold(ctx context.Context, a *Allocator, own *pending, ownID 
 // DEL need not read the claims to find out. Without a state it says yes.
 func (l *NodeLocal) EmptyBlocksDue(now time.Time, grace time.Duration) bool {
 	rc := newReadCache(nil)
-	if !l.loadState(rc) {
+	if l.loadState(rc) == nil {
 		return true
 	}
 	kvs, ok := rc.gets[Get{Key: nodeAffinityPrefix(l.Node), Prefix: true}]

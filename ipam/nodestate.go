@@ -19,7 +19,16 @@ type nodeState struct {
 	Node  string       `json:"node"`
 	Saved time.Time    `json:"saved"`
 	Gets  []stateEntry `json:"gets"`
+	// Batch is how many calls the transaction that saved it made; Recent
+	// the most any transaction made in the last recentFor (how many calls
+	// the node has at a time, lately).
+	Batch    int       `json:"batch"`
+	Recent   int       `json:"recent"`
+	RecentAt time.Time `json:"recentAt"`
 }
+
+// recentFor is how long a large batch counts as recent.
+const recentFor = 50 * time.Millisecond
 
 type stateEntry struct {
 	Get Get  `json:"get"`
@@ -28,27 +37,32 @@ type stateEntry struct {
 
 const stateFile = "state"
 
-// loadState fills rc from the state file, if it is this node's and fresh.
-func (l *NodeLocal) loadState(rc *readCache) bool {
+// loadState fills rc from the state file, if it is this node's and fresh,
+// and returns it (nil if not).
+func (l *NodeLocal) loadState(rc *readCache) *nodeState {
 	b, err := os.ReadFile(filepath.Join(l.Dir, stateFile))
 	if err != nil {
-		return false
+		return nil
 	}
 	var st nodeState
 	if json.Unmarshal(b, &st) != nil || st.V != 1 || st.Node != l.Node || time.Since(st.Saved) > l.stateTTL() || time.Since(st.Saved) < 0 {
-		return false
+		return nil
 	}
 	for _, e := range st.Gets {
 		rc.gets[e.Get] = e.KVs
 	}
-	return true
+	return &st
 }
 
 // saveState writes what rc holds that the next transaction can start
 // from: not handles (each ADD has its own) and not listings of every block
 // (large, and read only to claim or borrow).
-func (l *NodeLocal) saveState(rc *readCache) {
-	st := nodeState{V: 1, Node: l.Node, Saved: time.Now()}
+func (l *NodeLocal) saveState(rc *readCache, batch int, prev *nodeState) {
+	now := time.Now()
+	st := nodeState{V: 1, Node: l.Node, Saved: now, Batch: batch, Recent: batch, RecentAt: now}
+	if prev != nil && now.Sub(prev.RecentAt) < recentFor && prev.Recent > batch {
+		st.Recent, st.RecentAt = prev.Recent, prev.RecentAt
+	}
 	for g, kvs := range rc.gets {
 		if strings.HasPrefix(g.Key, handlesPrefix) || (g.Prefix && g.Key == blocksPrefix) {
 			continue

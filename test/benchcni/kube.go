@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -25,6 +24,7 @@ import (
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/kube"
 	"github.com/brindle-net/brindle/kube/podinfo"
+	"github.com/brindle-net/brindle/test/benchreport"
 )
 
 // kubeBench is a real kube-apiserver (internal/kubetest) holding the
@@ -175,7 +175,7 @@ var kubeNames = []string{"brindle + brindle-ipam", "+ annotations (brindled)", "
 // a row (without Kubernetes, through brindled, through the apiserver; the
 // order rotates), each in a namespace of its own, and the added cost is
 // the median of the per-pod differences.
-func (kb *kubeBench) paired(host *testenv.Host, bin string, pods int) error {
+func (kb *kubeBench) paired(sec *benchreport.Section, host *testenv.Host, bin string, pods int) error {
 	dir, err := os.MkdirTemp("", "benchcni-paired-")
 	if err != nil {
 		return err
@@ -224,9 +224,9 @@ func (kb *kubeBench) paired(host *testenv.Host, bin string, pods int) error {
 		}
 	}
 	inside := lookupTimes(filepath.Join(dir, "cni.log"))
-	fmt.Printf("\nReading pod and namespace annotations: %d pods, each added three times in a row (order rotating)\n\n", pods)
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "plugins\tADD p50\tADD p99\tadded p50 (paired)\tlookup in brindle-ipam p50\tp99\t")
+	t := sec.Table("Reading pod and namespace annotations",
+		fmt.Sprintf("%d pods, each added three times in a row (without Kubernetes, through brindled, through the apiserver; order rotating); the added cost is the median of the per-pod differences.", pods),
+		"plugins", "ADD p50", "ADD p99", "added p50 (paired)", "lookup in brindle-ipam p50", "p99")
 	for k, name := range kubeNames {
 		added := "—"
 		if k > 0 {
@@ -241,9 +241,9 @@ func (kb *kubeBench) paired(host *testenv.Host, bin string, pods int) error {
 		if src := []string{"", "brindled", "apiserver"}[k]; len(inside[src]) > 0 {
 			in50, in99 = testenv.Millis(testenv.Percentile(inside[src], 50)), testenv.Millis(testenv.Percentile(inside[src], 99))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t\n", name, testenv.Millis(testenv.Percentile(adds[k], 50)), testenv.Millis(testenv.Percentile(adds[k], 99)), added, in50, in99)
+		t.Add(name, testenv.Millis(testenv.Percentile(adds[k], 50)), testenv.Millis(testenv.Percentile(adds[k], 99)), added, in50, in99)
 	}
-	return w.Flush()
+	return nil
 }
 
 // lookupTimes reads brindle-ipam's "pod annotations read" debug lines:

@@ -19,8 +19,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -31,6 +31,7 @@ import (
 	"github.com/brindle-net/brindle/internal/kubetest"
 	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
+	"github.com/brindle-net/brindle/test/benchreport"
 )
 
 // scenario is one plugin pair under test.
@@ -62,12 +63,19 @@ var scenarios = []scenario{
 	}},
 }
 
-type sample struct{ add, del []time.Duration }
+var burstPods, burstRounds int
+
+type sample struct {
+	add, del []time.Duration
+	addWall  time.Duration // first ADD started to last ADD done
+}
 
 func main() {
 	pods := flag.Int("pods", 50, "pods per run")
 	rounds := flag.Int("rounds", 4, "runs of each scenario, interleaved, samples pooled")
 	binDir := flag.String("bin", "", "directory with built binaries (default: build them)")
+	flag.IntVar(&burstPods, "burst", 110, "pods ADDed all at once in the burst runs (0: none)")
+	flag.IntVar(&burstRounds, "burst-rounds", 3, "burst runs of each scenario")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchcni: needs root (network namespaces and veths); run `sudo make bench-cni`")
@@ -147,34 +155,44 @@ func run(pods, rounds int, bin string) error {
 		}
 	}
 
-	fmt.Printf("\nCNI latency through libcni, %d pods per run, %d runs pooled (%s)\n\n", pods, rounds, time.Now().UTC().Format(time.RFC3339))
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "plugins\tconcurrency\tADD p50\tADD p99\tDEL p50\tDEL p99\tADD p50 vs ptp\tDEL p50 vs ptp\t")
+	sec := &benchreport.Section{Name: "bench-cni", Command: "make bench-cni",
+		Intro: "CNI ADD and DEL through libcni, as containerd drives them, in one host namespace: brindle + brindle-ipam (against " +
+			"etcd in a process of its own, fsync on, on the host's address) next to the reference ptp + host-local in the same run."}
+	lat := sec.Table("ADD and DEL latency", fmt.Sprintf("%d pods per run, %d runs of each pooled, scenarios interleaved.", pods, rounds),
+		"plugins", "concurrency", "ADD p50", "ADD p99", "DEL p50", "DEL p99", "ADD p50 vs ptp", "DEL p50 vs ptp")
 	ref := scenarios[0].name
 	for _, conc := range modes {
 		for _, sc := range scenarios {
 			s := results[sc.name][conc]
 			r := results[ref][conc]
-			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\t%.2fx\t\n", sc.name, conc,
+			addRatio := ratio(testenv.Percentile(s.add, 50), testenv.Percentile(r.add, 50))
+			lat.Add(sc.name, fmt.Sprint(conc),
 				testenv.Millis(testenv.Percentile(s.add, 50)), testenv.Millis(testenv.Percentile(s.add, 99)), testenv.Millis(testenv.Percentile(s.del, 50)), testenv.Millis(testenv.Percentile(s.del, 99)),
-				ratio(testenv.Percentile(s.add, 50), testenv.Percentile(r.add, 50)), ratio(testenv.Percentile(s.del, 50), testenv.Percentile(r.del, 50)))
+				fmt.Sprintf("%.2fx", addRatio), fmt.Sprintf("%.2fx", ratio(testenv.Percentile(s.del, 50), testenv.Percentile(r.del, 50))))
+			if sc.name == scenarios[2].name {
+				sec.Target(fmt.Sprintf("brindle + brindle-ipam ADD p50 vs ptp + host-local, concurrency %d", conc), "≤ 1.10x",
+					fmt.Sprintf("%.2fx", addRatio), addRatio <= 1.10)
+			}
 		}
 	}
-	w.Flush()
 	if kb != nil {
-		if err := kb.paired(host, bin, pods*rounds); err != nil {
+		if err := kb.paired(sec, host, bin, pods*rounds); err != nil {
 			return fmt.Errorf("annotations: %w", err)
 		}
 	}
-	return execTable(bin)
+	if err := burst(sec, host, bin, burstPods, burstRounds); err != nil {
+		return err
+	}
+	if err := execTable(sec, bin); err != nil {
+		return err
+	}
+	return sec.Emit()
 }
 
 // execTable shows what a plugin costs before it does anything: its size
 // and the time of a VERSION call, which is one process start.
-func execTable(bin string) error {
-	fmt.Printf("\nPlugin binaries: size and VERSION exec time (200 runs)\n\n")
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "binary\tsize MiB\tVERSION p50\tVERSION p99\t")
+func execTable(sec *benchreport.Section, bin string) error {
+	t := sec.Table("Plugin binaries", "Size, and the time of a VERSION call (one process start), 200 runs.", "binary", "size MiB", "VERSION p50", "VERSION p99")
 	for _, b := range []string{"brindle", "brindle-ipam", "ptp", "host-local"} {
 		path := filepath.Join(bin, b)
 		fi, err := os.Stat(path)
@@ -191,9 +209,48 @@ func execTable(bin string) error {
 			}
 			d = append(d, time.Since(start))
 		}
-		fmt.Fprintf(w, "%s\t%.1f\t%s\t%s\t\n", b, float64(fi.Size())/(1<<20), testenv.Millis(testenv.Percentile(d, 50)), testenv.Millis(testenv.Percentile(d, 99)))
+		t.Add(b, fmt.Sprintf("%.1f", float64(fi.Size())/(1<<20)), testenv.Millis(testenv.Percentile(d, 50)), testenv.Millis(testenv.Percentile(d, 99)))
 	}
-	return w.Flush()
+	return nil
+}
+
+// burst ADDs pods pods all at once (a kubelet after a reboot or a drain
+// starts up to 110), rounds times per scenario, and compares the wall
+// time until the last ADD is done with the reference's.
+func burst(sec *benchreport.Section, host *testenv.Host, bin string, pods, rounds int) error {
+	walls := map[string][]time.Duration{}
+	base := scenarios[:3] // the reference, brindle + host-local, brindle + brindle-ipam
+	for round := range rounds {
+		order := slices.Clone(base)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, sc := range order {
+			fmt.Fprintf(os.Stderr, "burst %d/%d: %-22s %d pods at once\n", round+1, rounds, sc.name, pods)
+			s, err := runOnce(host, bin, sc, pods, pods)
+			if err != nil {
+				return fmt.Errorf("burst, %s: %w", sc.name, err)
+			}
+			walls[sc.name] = append(walls[sc.name], s.addWall)
+		}
+	}
+	t := sec.Table(fmt.Sprintf("%d pods ADDed at once on one node", pods),
+		fmt.Sprintf("Every ADD started together; wall time until the last is done (every one succeeded, or the run fails); %d runs each, median.", rounds),
+		"plugins", "wall time (median)", "runs", "vs ptp + host-local")
+	ref := testenv.Percentile(walls[base[0].name], 50)
+	for _, sc := range base {
+		med := testenv.Percentile(walls[sc.name], 50)
+		var runs []string
+		for _, w := range walls[sc.name] {
+			runs = append(runs, testenv.Millis(w))
+		}
+		r := ratio(med, ref)
+		t.Add(sc.name, testenv.Millis(med), strings.Join(runs, ", "), fmt.Sprintf("%.2fx", r))
+		if sc.name == scenarios[2].name {
+			sec.Target(fmt.Sprintf("%d pods at once: all done, wall time vs ptp + host-local", pods), "all done, ≤ 1.5x", fmt.Sprintf("all done, %.2fx", r), r <= 1.5)
+		}
+	}
+	return nil
 }
 
 // runOnce attaches pods with conc workers, then detaches them the same way,
@@ -263,9 +320,11 @@ func runOnce(host *testenv.Host, bin string, sc scenario, pods, conc int) (*samp
 		wg.Wait()
 		return firstErr
 	}
+	start := time.Now()
 	if err := op(true); err != nil {
 		return nil, fmt.Errorf("ADD: %w", err)
 	}
+	s.addWall = time.Since(start)
 	if err := op(false); err != nil {
 		return nil, fmt.Errorf("DEL: %w", err)
 	}

@@ -23,7 +23,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,6 +33,7 @@ import (
 	"github.com/brindle-net/brindle/ipam"
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 	"github.com/brindle-net/brindle/ipam/store/etcdhttp"
+	"github.com/brindle-net/brindle/test/benchreport"
 )
 
 type result struct {
@@ -104,9 +104,11 @@ func run(d time.Duration, backend string, live int) error {
 	if _, err := a.ApplyPool(ctx, conf.IPPool{Metadata: conf.ObjectMeta{Name: "bench"}, Spec: conf.IPPoolSpec{CIDR: "10.0.0.0/8"}}); err != nil {
 		return err
 	}
-	fmt.Printf("brindle IPAM allocation rate: embedded etcd %s (fsync on), %s API, %v per scenario, pool 10.0.0.0/8, blockSize 26%s\n\n", m.Endpoint, backend, d, liveNote(live))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "node-local queue\tnodes\tconcurrency\tallocations\talloc/s\tp50 ms\tp99 ms\terrors\t")
+	sec := &benchreport.Section{Name: "bench-ipam", Command: "make bench-ipam",
+		Intro: fmt.Sprintf("brindle's allocator against an embedded etcd (fsync on), %s API, %v per scenario, pool 10.0.0.0/8, blockSize 26%s. "+
+			"Each worker is one ADD after another with an allocator of its own, as each brindle-ipam process has; worker i allocates for node i mod nodes. "+
+			"Each scenario runs with the node-local queue (as brindle-ipam runs where brindle's directory exists) and without it.", backend, d, liveNote(live))}
+	t := sec.Table("Allocations per second", "", "node-local queue", "nodes", "concurrency", "allocations", "alloc/s", "p50", "p99", "errors")
 	for _, nodes := range []int{1, 10} {
 		for _, conc := range []int{1, 8, 32} {
 			for _, queue := range []bool{true, false} {
@@ -124,13 +126,19 @@ func run(d time.Duration, backend string, live int) error {
 				}
 				r := scenario(st, nodeDir, queue, nodes, conc, d, live)
 				onOff := map[bool]string{true: "on", false: "off"}[queue]
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%d\t\n", onOff, r.nodes, r.conc, r.allocs,
-					float64(r.allocs)/r.elapsed.Seconds(), ms(pct(r.lat, 50)), ms(pct(r.lat, 99)), r.errs)
+				rate := float64(r.allocs) / r.elapsed.Seconds()
+				p99 := pct(r.lat, 99)
+				t.Add(onOff, fmt.Sprint(r.nodes), fmt.Sprint(r.conc), fmt.Sprint(r.allocs), fmt.Sprintf("%.0f", rate),
+					fmt.Sprintf("%.2f ms", ms(pct(r.lat, 50))), fmt.Sprintf("%.2f ms", ms(p99)), fmt.Sprint(r.errs))
 				fmt.Fprintf(os.Stderr, "done: queue %s, %d nodes, concurrency %d\n", onOff, nodes, conc)
+				if queue && nodes == 1 && conc == 32 {
+					sec.Target("one node, 32 at a time: allocations per second", "≥ 500", fmt.Sprintf("%.0f", rate), rate >= 500 && r.errs == 0)
+					sec.Target("one node, 32 at a time: allocation p99", "< 200 ms", fmt.Sprintf("%.1f ms", ms(p99)), p99 < 200*time.Millisecond && r.errs == 0)
+				}
 			}
 		}
 	}
-	return tw.Flush()
+	return sec.Emit()
 }
 
 var onlyScenario string
