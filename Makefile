@@ -18,7 +18,7 @@ IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture bench-policy image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
+.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture bench-policy bench image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network
 
 all: build
 
@@ -60,38 +60,53 @@ lint:
 demo: build testbins
 	$(GO) run ./test/demo -bin $(abspath $(BIN))
 
-bench-cni: build refplugins testbins
+# Every benchmark first installs what it needs (scripts/install-deps.sh, as
+# `make test` does; as root with apt) and then stops with one line naming
+# anything still missing. A benchmark leaves no namespace, process or route
+# behind, even when it fails half way (test/benchreport).
+
+# ADD/DEL latency through libcni, brindle + brindle-ipam against ptp +
+# host-local at 1 and 8 at a time, and 110 pods ADDed at once.
+bench-cni: deps build refplugins testbins
 	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
 
-# IPAM allocations/s (1, 8, 32 workers; 1 and 10 nodes; real etcd), then
-# ADD/DEL latency of brindle + brindle-ipam against ptp + host-local
-# (bench-cni measures both in one run).
-bench-ipam: build refplugins testbins
+# IPAM allocations/s (1, 8, 32 workers; 1 and 10 nodes; real etcd), with
+# and without the node-local queue, then bench-cni (which compares against
+# ptp + host-local in the same run).
+bench-ipam: deps build refplugins testbins
 	$(GO) run ./test/benchipam
 	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
 
-# Convergence (claim -> route on every other node, 3 and 10 nodes), 10,000
-# routes (route sync, and end to end from BIRD), brindled memory.
-bench-bgp: build testbins
+# Labs of 10, 50 and 100 nodes with two route reflectors (cold start, claim
+# -> route, watch traffic per ADD, a reflector stopped, memory), the mesh at
+# 10, route sync at 10,000 and 100,000 routes, 10,000 and 100,000 routes from
+# BIRD (5 runs each).
+bench-bgp: deps build testbins
 	$(GO) run ./test/benchbgp -bin $(abspath $(BIN))
 
 # iperf3 single-stream throughput and TCP request latency: pod to pod on one
 # node, across nodes natively and through VXLAN, against raw baselines
 # measured in the same run (root, iperf3).
-bench-dataplane: build testbins
+bench-dataplane: deps build testbins
 	$(GO) run ./test/benchdataplane -bin $(abspath $(BIN))
 
 # NetworkPolicy: policy created in the API -> in every node's kernel
 # (p50/p99) with 1,000 pods and 500 policies, rule-sync CPU per change,
 # pod-to-pod iperf3 throughput with the policies against none (root,
 # iperf3, a real kube-apiserver from kubetest-bins).
-bench-policy: kubetest-bins
+bench-policy: deps kubetest-bins
 	$(GO) run ./test/benchpolicy
 
 # brindlectl capture against tcpdump on the same host veth, in one run: TCP
 # and a UDP flood of small datagrams, packets captured, drops, CPU (root).
-bench-capture: build testbins
+bench-capture: deps build testbins
 	$(GO) run ./test/benchcapture -bin $(abspath $(BIN))
+
+# Every benchmark above, one after another, into one report with the
+# machine, the date, each table and each target met or not met:
+# docs/benchmarks.md is regenerated from it (about 25 minutes here).
+bench: deps build refplugins testbins kubetest-bins
+	$(GO) run ./test/benchreport/compose -bin $(abspath $(BIN)) -o docs/benchmarks.md
 
 # brindle's image (conf/k8s runs it), built without a container engine:
 # bin/brindle-image.tar, for `ctr images import`, `docker load -i` or

@@ -61,6 +61,30 @@ func CreateNS() (ns.NetNS, func(), error) {
 
 var sweepOnce sync.Once
 
+// Leftovers lists the namespaces process pid registered and did not
+// remove: after it has exited, what it left behind.
+func Leftovers(pid int) []string {
+	marks, _ := os.ReadDir(filepath.Join(registry, strconv.Itoa(pid)))
+	var out []string
+	for _, m := range marks {
+		if path, err := os.ReadFile(filepath.Join(registry, strconv.Itoa(pid), m.Name())); err == nil {
+			out = append(out, string(path))
+		}
+	}
+	return out
+}
+
+// RemoveOwn removes every namespace this process registered and has not
+// removed yet: for a program interrupted (SIGINT, SIGTERM) before its own
+// cleanup ran. Processes started in them die with this one (Pdeathsig).
+func RemoveOwn() {
+	for _, path := range Leftovers(os.Getpid()) {
+		_ = unix.Unmount(path, unix.MNT_DETACH)
+		_ = os.Remove(path)
+	}
+	_ = os.RemoveAll(filepath.Join(registry, strconv.Itoa(os.Getpid())))
+}
+
 // alive reports whether pid runs: a zombie (killed, not yet reaped) does not.
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -44,6 +44,7 @@ func main() {
 	birdCounts := flag.String("bird-counts", "10000,100000", "route counts BIRD announces")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process to this file")
 	flag.Parse()
+	benchreport.CleanUpOnInterrupt()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchbgp: needs root (network namespaces); run `sudo make bench-bgp`")
 		os.Exit(2)

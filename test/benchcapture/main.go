@@ -21,13 +21,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/test/benchreport"
 	"github.com/brindle-net/brindle/test/lab"
 )
 
@@ -35,6 +35,7 @@ func main() {
 	bin := flag.String("bin", "", "directory with built binaries (default: build them)")
 	dur := flag.Duration("duration", 3*time.Second, "length of each run")
 	flag.Parse()
+	benchreport.CleanUpOnInterrupt()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchcapture: needs root (network namespaces)")
 		os.Exit(2)
@@ -110,8 +111,9 @@ func run(bin string, d time.Duration) error {
 			fmt.Fprintf(os.Stderr, "%s, %s: done\n", tr.name, capturer)
 		}
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "traffic\tcapture (snaplen 96)\tMbit/s\tpackets on veth\tcaptured\tcaptured %%\tkernel drops\tCPU s\t\n")
+	sec := &benchreport.Section{Name: "bench-capture", Command: "make bench-capture",
+		Intro: fmt.Sprintf("brindlectl capture against tcpdump on one node of the lab: pod a -> pod b, captured on a's host veth %s; %s per run; %d cores.", a.HostVeth, d, numCPU())}
+	t := sec.Table("Capture cost", "", "traffic", "capture (snaplen 96)", "Mbit/s", "packets on veth", "captured", "captured %", "kernel drops", "CPU s")
 	for _, r := range rows {
 		pct, got, drops, cpu := "-", "-", "-", "-"
 		if r.capturer != "none" {
@@ -120,11 +122,9 @@ func run(bin string, d time.Duration) error {
 				pct = fmt.Sprintf("%.1f", 100*float64(r.got)/float64(r.crossed))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%s\t%s\t%s\t%s\t\n", r.traffic, r.capturer, r.mbps, r.crossed, got, pct, drops, cpu)
+		t.Add(r.traffic, r.capturer, fmt.Sprintf("%.0f", r.mbps), fmt.Sprint(r.crossed), got, pct, drops, cpu)
 	}
-	tw.Flush()
-	fmt.Printf("(%s per run, one node of the lab, pod a -> pod b, captured on a's host veth %s; %d cores)\n", d, a.HostVeth, numCPU())
-	return nil
+	return sec.Emit()
 }
 
 func numCPU() int {

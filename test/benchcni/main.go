@@ -77,6 +77,7 @@ func main() {
 	flag.IntVar(&burstPods, "burst", 110, "pods ADDed all at once in the burst runs (0: none)")
 	flag.IntVar(&burstRounds, "burst-rounds", 3, "burst runs of each scenario")
 	flag.Parse()
+	benchreport.CleanUpOnInterrupt()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchcni: needs root (network namespaces and veths); run `sudo make bench-cni`")
 		os.Exit(2)

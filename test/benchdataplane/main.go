@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/test/benchreport"
 	"github.com/brindle-net/brindle/test/lab"
 )
 
@@ -46,6 +46,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "iperf3 runs per path (the median is reported)")
 	flag.IntVar(&o.requests, "requests", 5000, "request/response round trips per path")
 	flag.Parse()
+	benchreport.CleanUpOnInterrupt()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "benchdataplane: needs root (network namespaces); run `sudo make bench-dataplane`")
 		os.Exit(2)
@@ -189,8 +190,7 @@ func run(o options) error {
 		return err
 	}
 	results = append(results, again...)
-	print(o, results)
-	return nil
+	return print(o, results)
 }
 
 func measureAll(o options, paths []path) ([]result, error) {
@@ -223,40 +223,34 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-func print(o options, rs []result) {
+func print(o options, rs []result) error {
 	by := map[string]result{}
 	for _, r := range rs {
 		by[r.name] = r
 	}
-	fmt.Printf("\ndataplane: iperf3 single TCP stream, %d x %s runs (median); request/response latency over %d round trips of 1 byte on one TCP connection\n\n",
-		o.runs, o.duration, o.requests)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "path\tGbit/s\tx baseline\tp50 µs\tp99 µs\tp50 x baseline\tCPU cores per Gbit/s\tbaseline\t")
+	sec := &benchreport.Section{Name: "bench-dataplane", Command: "make bench-dataplane",
+		Intro: "Pod to pod on the lab, each path against a raw baseline measured in the same run. CPU is the whole machine's busy time " +
+			"during the iperf3 run (/proc/stat), so other load on the machine counts too."}
+	t := sec.Table("Throughput and latency",
+		fmt.Sprintf("iperf3 single TCP stream, %d x %s runs (median); request/response latency over %d round trips of 1 byte on one TCP connection.", o.runs, o.duration, o.requests),
+		"path", "Gbit/s", "x baseline", "p50 µs", "p99 µs", "p50 x baseline", "CPU cores per Gbit/s", "baseline")
 	for _, r := range rs {
 		ratio, lratio := "", ""
 		if b, ok := by[r.baseline]; ok {
 			ratio = fmt.Sprintf("%.2f", r.gbps/b.gbps)
 			lratio = fmt.Sprintf("%.2f", float64(r.p50)/float64(b.p50))
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%.0f\t%.0f\t%s\t%.2f\t%s\t\n", r.name, r.gbps, ratio, us(r.p50), us(r.p99), lratio, r.cpu, r.baseline)
+		t.Add(r.name, fmt.Sprintf("%.2f", r.gbps), ratio, fmt.Sprintf("%.0f", us(r.p50)), fmt.Sprintf("%.0f", us(r.p99)), lratio, fmt.Sprintf("%.2f", r.cpu), r.baseline)
 	}
-	tw.Flush()
 	same, routed := by["pod to pod, same node"], by["raw: routed through one host"]
 	vx := by["pod to pod, across nodes, VXLAN"]
 	native := (by["pod to pod, across nodes, native"].gbps + by["pod to pod, across nodes, native (again)"].gbps) / 2
-	fmt.Printf("\ntargets: same-node pod to pod %.2f of a plain routed path (target >= 0.95): %s; VXLAN %.2f of native across nodes (mean of the two native runs; target >= 0.80): %s\n",
-		same.gbps/routed.gbps, verdict(same.gbps/routed.gbps >= 0.95), vx.gbps/native, verdict(vx.gbps/native >= 0.8))
-	fmt.Println("CPU is the whole machine's busy time during the iperf3 run (/proc/stat), so other load on the machine counts too.")
+	sec.Target("same-node pod to pod, of a plain routed path", "≥ 0.95", fmt.Sprintf("%.2f", same.gbps/routed.gbps), same.gbps/routed.gbps >= 0.95)
+	sec.Target("VXLAN across nodes, of native (mean of the two native runs)", "≥ 0.80", fmt.Sprintf("%.2f", vx.gbps/native), vx.gbps/native >= 0.8)
+	return sec.Emit()
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
-}
 
 // iperf runs one iperf3 test from p.from to a one-off server at p.addr in
 // p.to, and returns the receiver's throughput and the machine's CPU per

@@ -52,6 +52,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	live := flag.Int("live", 0, "if > 0, keep about this many addresses per node: each worker releases its oldest as it allocates, as pods come and go; 0 only allocates")
 	flag.Parse()
+	benchreport.CleanUpOnInterrupt()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

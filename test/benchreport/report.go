@@ -6,12 +6,18 @@
 package benchreport
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
+
+	"github.com/brindle-net/brindle/internal/testenv"
 )
 
 // Table is one table of a section.
@@ -41,6 +47,9 @@ type Section struct {
 	Tables  []*Table
 	Targets []Target
 	Notes   []string
+	// Output is a benchmark's own text output, for one that does not
+	// report tables (shown as printed).
+	Output string
 }
 
 // Table adds a table to the section and returns it.
@@ -60,10 +69,25 @@ func (s *Section) Note(format string, args ...any) {
 	s.Notes = append(s.Notes, fmt.Sprintf(format, args...))
 }
 
+// CleanUpOnInterrupt makes SIGINT and SIGTERM remove the namespaces the
+// benchmark made before it exits, as its own cleanup would have: a
+// benchmark stopped half way leaves nothing behind (its processes die with
+// it, by their parent-death signal).
+func CleanUpOnInterrupt() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		fmt.Fprintf(os.Stderr, "\n%s: %v: removing what the benchmark made\n", filepath.Base(os.Args[0]), s)
+		testenv.RemoveOwn()
+		os.Exit(130)
+	}()
+}
+
 var reportFlag = flag.String("report", os.Getenv("BRINDLE_BENCH_REPORT"), "also write this section as markdown to this file (make bench does)")
 
 // Emit prints s as text to stdout and, when a report file is named,
-// writes it there as markdown.
+// writes it there as markdown, and as JSON to the same name + ".json".
 func (s *Section) Emit() error {
 	s.Text(os.Stdout)
 	if *reportFlag == "" {
@@ -74,7 +98,15 @@ func (s *Section) Emit() error {
 		return err
 	}
 	s.Markdown(f)
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// The section as data too, for the composed report.
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(*reportFlag+".json", b, 0o644)
 }
 
 // Text writes s for a terminal.
@@ -147,6 +179,9 @@ func (s *Section) Markdown(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, metWord(t.Met))
 		}
 		fmt.Fprintln(w)
+	}
+	if s.Output != "" {
+		fmt.Fprintf(w, "```\n%s\n```\n\n", strings.TrimRight(s.Output, "\n"))
 	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(w, "- %s\n", n)
