@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -181,6 +182,9 @@ func (c *Controller) read() (*clusterState, error) {
 			st.blocks = append(st.blocks, cidr)
 		}
 	}
+	// In a stable order, so that the same state renders the same routes
+	// (route sync then has nothing to compare).
+	slices.SortFunc(st.blocks, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	for _, v := range ca.Snapshot(ipam.Prefix + "endpoints/" + c.cfg.NodeName + "/") {
 		var ep ipam.Endpoint
 		if json.Unmarshal(v, &ep) != nil {

@@ -145,3 +145,38 @@ func TestFIBHoldsDeletesAndReportsFailures(t *testing.T) {
 		t.Errorf("after release: %+v", res)
 	}
 }
+
+// The view: a Set trusts what the last one left, so a route removed behind
+// its back is not seen until Invalidate (which the controller calls on a
+// route-delete notification and every resync); then it comes back.
+func TestFIBViewAndInvalidate(t *testing.T) {
+	tab := newFakeTable()
+	fib := NewFIB(tab, quiet(), false)
+	want := []Route{{Dst: netip.MustParsePrefix("10.244.1.0/26"), Gw: netip.MustParseAddr("10.0.0.1")},
+		{Dst: netip.MustParsePrefix("10.244.2.0/26"), Type: Blackhole}}
+	if _, err := fib.Set(want); err != nil {
+		t.Fatal(err)
+	}
+	delete(tab.routes, "10.244.1.0/26") // behind its back
+	tab.transcript = nil
+	if res, err := fib.Set(want); err != nil || len(tab.transcript) != 0 || res.Installed != 2 {
+		t.Fatalf("Set from the view: %v, %+v, %v", tab.transcript, res, err)
+	}
+	fib.Invalidate()
+	if res, err := fib.Set(want); err != nil || !slices.Equal(tab.transcript, []string{"add 10.244.1.0/26 via 10.0.0.1"}) || res.Installed != 2 {
+		t.Fatalf("Set after Invalidate: %v, %+v, %v", tab.transcript, res, err)
+	}
+	// A conflict is tried again at every Set, view or not.
+	tab.routes["10.244.3.0/26"] = netlink.Route{Dst: ipNet(netip.MustParsePrefix("10.244.3.0/26")), Protocol: 4}
+	want = append(want, Route{Dst: netip.MustParsePrefix("10.244.3.0/26"), Gw: netip.MustParseAddr("10.0.0.3")})
+	for range 2 {
+		if res, _ := fib.Set(want); res.Conflicts != 1 {
+			t.Fatalf("conflict: %+v", res)
+		}
+	}
+	delete(tab.routes, "10.244.3.0/26")
+	tab.transcript = nil
+	if res, _ := fib.Set(want); res.Conflicts != 0 || !slices.Equal(tab.transcript, []string{"add 10.244.3.0/26 via 10.0.0.3"}) {
+		t.Fatalf("after the conflict: %v %+v", tab.transcript, res)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -22,6 +23,7 @@ type RouteSocket struct {
 	fd  int
 	seq uint32
 	buf []byte
+	rb  []byte // receive buffer of dumps
 }
 
 // sendChunk bounds one sendmsg; the socket's send buffer is set above it.
@@ -233,7 +235,36 @@ func (s *RouteSocket) Dump(family int) ([]netlink.Route, error) {
 	return nil, netlink.ErrDumpInterrupted
 }
 
+// dumpKeys is Dump for route sync: each route's destination and key,
+// decoded without allocating per route.
+func (s *RouteSocket) dumpKeys(family int, into map[netip.Prefix]routeKey) error {
+	for range 5 {
+		clear(into)
+		err := s.dumpEach(family, func(m []byte) {
+			if dst, k, ok := parseKey(m); ok {
+				into[dst] = k
+			}
+		})
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return err
+		}
+	}
+	return netlink.ErrDumpInterrupted
+}
+
 func (s *RouteSocket) dump(family int) ([]netlink.Route, error) {
+	var out []netlink.Route
+	err := s.dumpEach(family, func(m []byte) {
+		if r, ok := parseRoute(m); ok {
+			out = append(out, r)
+		}
+	})
+	return out, err
+}
+
+// dumpEach dumps brindle's routes of a family, calling f with each
+// RTM_NEWROUTE message (valid only during the call).
+func (s *RouteSocket) dumpEach(family int, f func([]byte)) error {
 	s.seq++
 	seq := s.seq
 	req := make([]byte, unix.NLMSG_HDRLEN+unix.SizeofRtMsg)
@@ -246,10 +277,12 @@ func (s *RouteSocket) dump(family int) ([]netlink.Route, error) {
 	rt[4] = unix.RT_TABLE_MAIN
 	rt[5] = byte(RouteProtocol)
 	if err := unix.Sendto(s.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("rtnetlink dump: %w", err)
+		return fmt.Errorf("rtnetlink dump: %w", err)
 	}
-	var out []netlink.Route
-	rb := make([]byte, 1<<20)
+	if s.rb == nil {
+		s.rb = make([]byte, 1<<20)
+	}
+	rb := s.rb
 	interrupted := false
 	for {
 		n, _, err := unix.Recvfrom(s.fd, rb, 0)
@@ -257,12 +290,12 @@ func (s *RouteSocket) dump(family int) ([]netlink.Route, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("rtnetlink dump: %w", err)
+			return fmt.Errorf("rtnetlink dump: %w", err)
 		}
 		for off := 0; off+unix.NLMSG_HDRLEN <= n; {
 			l := int(binary.NativeEndian.Uint32(rb[off:]))
 			if l < unix.NLMSG_HDRLEN || off+l > n {
-				return nil, errors.New("rtnetlink dump: truncated message")
+				return errors.New("rtnetlink dump: truncated message")
 			}
 			typ := binary.NativeEndian.Uint16(rb[off+4:])
 			flags := binary.NativeEndian.Uint16(rb[off+6:])
@@ -278,22 +311,68 @@ func (s *RouteSocket) dump(family int) ([]netlink.Route, error) {
 			switch typ {
 			case unix.NLMSG_DONE:
 				if interrupted {
-					return nil, netlink.ErrDumpInterrupted
+					return netlink.ErrDumpInterrupted
 				}
-				return out, nil
+				return nil
 			case unix.NLMSG_ERROR:
 				if len(msg) >= 4 {
 					if code := int32(binary.NativeEndian.Uint32(msg)); code != 0 {
-						return nil, fmt.Errorf("rtnetlink dump: %w", syscall.Errno(-code))
+						return fmt.Errorf("rtnetlink dump: %w", syscall.Errno(-code))
 					}
 				}
 			case unix.RTM_NEWROUTE:
-				if r, ok := parseRoute(msg); ok {
-					out = append(out, r)
-				}
+				f(msg)
 			}
 		}
 	}
+}
+
+// parseKey decodes a route message into its destination and key, as
+// kernelKey would from the parsed route, without allocating.
+func parseKey(m []byte) (netip.Prefix, routeKey, bool) {
+	if len(m) < unix.SizeofRtMsg {
+		return netip.Prefix{}, routeKey{}, false
+	}
+	family, dstLen, table := int(m[0]), int(m[1]), int(m[4])
+	if netlink.RouteProtocol(m[5]) != RouteProtocol {
+		return netip.Prefix{}, routeKey{}, false
+	}
+	k := routeKey{typ: int(m[7]), onlink: binary.NativeEndian.Uint32(m[8:])&unix.RTNH_F_ONLINK != 0}
+	var dst netip.Addr
+	for a := m[unix.SizeofRtMsg:]; len(a) >= 4; {
+		l := int(binary.NativeEndian.Uint16(a))
+		t := binary.NativeEndian.Uint16(a[2:])
+		if l < 4 || l > len(a) {
+			break
+		}
+		v := a[4:l]
+		switch t {
+		case unix.RTA_DST:
+			dst, _ = netip.AddrFromSlice(v)
+		case unix.RTA_GATEWAY:
+			gw, _ := netip.AddrFromSlice(v)
+			k.gw = gw.Unmap()
+		case unix.RTA_OIF:
+			if len(v) >= 4 {
+				k.link = int(binary.NativeEndian.Uint32(v))
+			}
+		case unix.RTA_TABLE:
+			if len(v) >= 4 {
+				table = int(binary.NativeEndian.Uint32(v))
+			}
+		}
+		a = a[nlmAlign(l):]
+	}
+	if table != unix.RT_TABLE_MAIN {
+		return netip.Prefix{}, routeKey{}, false
+	}
+	if !dst.IsValid() {
+		dst = netip.IPv4Unspecified()
+		if family == unix.AF_INET6 {
+			dst = netip.IPv6Unspecified()
+		}
+	}
+	return netip.PrefixFrom(dst.Unmap(), dstLen).Masked(), k, true
 }
 
 // parseRoute decodes what route sync compares; it filters again on table
