@@ -48,8 +48,12 @@ type pending struct {
 // could be decided (etcd unreachable, deadline).
 func (a *Allocator) runBatch(ctx context.Context, node string, ps []*pending, rc *readCache) error {
 	var hint []netip.Prefix
-	if a.Hints != nil {
-		hint = a.Hints.Load(node)
+	hints := a.Hints
+	if rc.fromState {
+		hints = nil
+	}
+	if hints != nil {
+		hint = hints.Load(node)
 	}
 	what := fmt.Sprintf("%d calls on node %s", len(ps), node)
 	if len(ps) == 1 {
@@ -109,9 +113,9 @@ func (a *Allocator) runBatch(ctx context.Context, node string, ps []*pending, rc
 			return true, nil
 		}
 	})
-	if err == nil && a.Hints != nil && last != nil {
+	if err == nil && hints != nil && last != nil {
 		if blocks := sortedPrefixes(last.affs); !slices.Equal(blocks, hint) {
-			a.Hints.Save(node, blocks)
+			hints.Save(node, blocks)
 		}
 	}
 	for _, p := range ps {

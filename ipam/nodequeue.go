@@ -117,7 +117,7 @@ func (l *NodeLocal) enqueue(p *pending, deadline time.Time) (*waiter, error) {
 		w.close()
 		return nil, err
 	}
-	b, _ := json.Marshal(queuedRequest{V: 1, Deadline: deadline, Req: p.req})
+	b, _ := json.Marshal(queuedRequest{V: 1, Deadline: deadline.UTC(), Req: p.req})
 	tmp := filepath.Join(l.Dir, queueDir, tmpPrefix+id)
 	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {

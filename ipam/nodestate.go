@@ -51,6 +51,7 @@ func (l *NodeLocal) loadState(rc *readCache) *nodeState {
 	for _, e := range st.Gets {
 		rc.gets[e.Get] = e.KVs
 	}
+	rc.fromState = true
 	return &st
 }
 
@@ -58,7 +59,7 @@ func (l *NodeLocal) loadState(rc *readCache) *nodeState {
 // from: not handles (each ADD has its own) and not listings of every block
 // (large, and read only to claim or borrow).
 func (l *NodeLocal) saveState(rc *readCache, batch int, prev *nodeState) {
-	now := time.Now()
+	now := time.Now().UTC() // UTC: a local time would read the zone database
 	st := nodeState{V: 1, Node: l.Node, Saved: now, Batch: batch, Recent: batch, RecentAt: now}
 	if prev != nil && now.Sub(prev.RecentAt) < recentFor && prev.Recent > batch {
 		st.Recent, st.RecentAt = prev.Recent, prev.RecentAt

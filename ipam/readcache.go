@@ -23,6 +23,9 @@ type readCache struct {
 	gets map[Get][]KV
 	// linearizable turns serializable reads off, to confirm a refusal.
 	linearizable bool
+	// fromState: filled from the node-local state, which knows the node's
+	// blocks (the block hints are not needed).
+	fromState bool
 }
 
 func newReadCache(s Store) *readCache { return &readCache{s: s, gets: map[Get][]KV{}} }
