@@ -116,10 +116,32 @@ func (a *Allocator) DetachSticky(ctx context.Context, id, containerID string) (b
 		}
 		h.Attrs = maps.Clone(h.Attrs)
 		h.Attrs[AttrContainerID] = ""
+		ops := []Op{{Key: handleKey(id), Value: mustJSON(h), Rev: res[0][0].ModRevision},
+			{Key: endpointKey(h.Node, id), Delete: true, Rev: AnyRev}}
+		// The blocks' record of each address says it is detached too.
+		var gets []Get
+		for _, ha := range h.Addrs {
+			gets = append(gets, Get{Key: blockKey(ha.Block)})
+		}
+		bres, err := a.Store.Read(ctx, gets...)
+		if err != nil {
+			return false, err
+		}
+		for i, ha := range h.Addrs {
+			for _, kv := range bres[i] {
+				var b Block
+				if err := decode(kv, &b); err != nil {
+					return false, err
+				}
+				ord, ok := b.Ordinal(ha.Addr)
+				if al := b.Allocations[ord]; ok && al != nil && al.Handle == id && al.Seq == ha.Seq {
+					al.Attrs = h.Attrs
+					ops = append(ops, Op{Key: kv.Key, Value: mustJSON(b), Rev: kv.ModRevision})
+				}
+			}
+		}
 		detached = true
-		return a.Store.Commit(ctx,
-			Op{Key: handleKey(id), Value: mustJSON(h), Rev: res[0][0].ModRevision},
-			Op{Key: endpointKey(h.Node, id), Delete: true, Rev: AnyRev})
+		return a.Store.Commit(ctx, ops...)
 	})
 	if err != nil {
 		return false, fmt.Errorf("detach sticky handle %s: %w", id, err)

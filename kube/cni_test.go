@@ -285,6 +285,9 @@ func TestCNISticky(t *testing.T) {
 	if h, _ := r.alloc.HandleOf(ctx, id); h == nil || h.Attrs[ipam.AttrContainerID] != "" || len(h.Addrs) != 1 {
 		t.Fatalf("after DEL: %+v, want the handle detached with its address", h)
 	}
+	if info, _ := r.alloc.ShowIP(ctx, netip.MustParseAddr(first)); !info.Allocated || info.Attrs[ipam.AttrContainerID] != "" {
+		t.Fatalf("after DEL the block says %+v; want held, detached", info)
+	}
 	if k, _ := r.alloc.Check(ctx); !k.Clean() {
 		t.Fatalf("a detached sticky handle is not clean for ipam check: %+v", k)
 	}

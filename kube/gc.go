@@ -83,7 +83,7 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 		}
 		c.cfg.Metrics.Released.WithLabelValues("node").Inc()
 		c.cfg.Metrics.Addresses.WithLabelValues("node").Add(float64(addrs + rel.FreedIPs))
-		c.cfg.Log.Info("node deleted from Kubernetes: released it", "node", n.Name, "handles", len(rel.Released),
+		c.cfg.Log.Info("node deleted from Kubernetes: released it", "deletedNode", n.Name, "handles", len(rel.Released),
 			"addresses", addrs+rel.FreedIPs, "stickyKept", rel.Detached, "blocks", rel.Blocks, "blocksKeptUnclaimed", rel.Unclaimed,
 			"endpoints", rel.Endpoints)
 	}
@@ -110,7 +110,8 @@ func (c *Controller) gcPods(ctx context.Context, handles []*ipam.Handle) error {
 			c.forget(h.ID)
 			continue
 		}
-		if since := c.missingSince(h.ID, now); now.Sub(since) < c.cfg.PodGrace {
+		since := c.missingSince(h.ID, now)
+		if now.Sub(since) < c.cfg.PodGrace {
 			continue
 		}
 		if alive, err := c.podAliveLive(ctx, ns, pod, uid); err != nil || alive {
@@ -131,7 +132,7 @@ func (c *Controller) gcPods(ctx context.Context, handles []*ipam.Handle) error {
 		c.cfg.Metrics.Released.WithLabelValues("pod").Inc()
 		c.cfg.Metrics.Addresses.WithLabelValues("pod").Add(float64(len(rel)))
 		c.cfg.Log.Info("released the addresses of a pod gone from the API", "namespace", ns, "pod", pod, "podUID", uid,
-			"node", h.Node, "handle", h.ID, "ips", addrStrings(rel), "goneFor", now.Sub(c.missingSince(h.ID, now)).String())
+			"podNode", h.Node, "handle", h.ID, "ips", addrStrings(rel), "goneFor", now.Sub(since).Round(time.Second).String())
 	}
 	c.mu.Lock()
 	for id := range c.missing {

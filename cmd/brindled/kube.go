@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
 
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/ipam"
@@ -60,6 +61,9 @@ func (o *kubeOpts) connect(kubeconfig string, log *slog.Logger) (*kube.Clients, 
 	if err != nil {
 		return nil, err
 	}
+	// client-go's own messages (leader election, watches) in brindled's
+	// log, as JSON like the rest.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	log.Info("using the Kubernetes API", "server", cfg.Host)
 	return c, nil
 }
