@@ -68,7 +68,7 @@ func TestNodeLabelsAndInternalIP(t *testing.T) {
 	}
 	// Relabelled: the next ADD takes the other pool.
 	node.Labels["zone"] = "b"
-	if node, err = a.admin.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+	if _, err = a.admin.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -83,7 +83,7 @@ func TestNodeLabelsAndInternalIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "n1"}, {Type: corev1.NodeInternalIP, Address: "127.0.0.1"}}
-	if node, err = a.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+	if _, err = a.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := InternalIP(ctx, a.node, "n1", false)
