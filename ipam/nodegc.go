@@ -47,9 +47,13 @@ func (a *Allocator) ReleaseNode(ctx context.Context, node string) (NodeRelease, 
 			continue
 		}
 		if IsSticky(h) {
-			if _, err := a.DetachSticky(ctx, h.ID, ""); err != nil {
-				errs = append(errs, err)
-				continue
+			// Only the attachment seen on this node: a pod that came back
+			// elsewhere meanwhile holds the handle under another container.
+			if cid := h.Attrs[AttrContainerID]; cid != "" {
+				if _, err := a.DetachSticky(ctx, h.ID, cid); err != nil {
+					errs = append(errs, err)
+					continue
+				}
 			}
 			out.Detached = append(out.Detached, h.ID)
 			continue
