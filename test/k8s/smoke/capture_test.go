@@ -34,14 +34,25 @@ func TestCaptureThroughKubectl(t *testing.T) {
 		t.Fatalf("install-kubectl-plugin: %v\n%s", err, out)
 	}
 	pcap := filepath.Join(dir, "client.pcap")
-	cmd := exec.Command("kubectl", "brindle", "capture", c.ns+"/client", "--duration", "8s", "-o", pcap)
+	cmd := exec.Command("kubectl", "brindle", "capture", c.ns+"/client", "--duration", "20s", "-o", pcap)
 	cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "KUBECONFIG="+*kubeconfig)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	// The capture runs once packets arrive in the file (the kubelet probes
+	// the pod every second): only then the pod's own traffic.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if fi, err := os.Stat(pcap); err == nil && fi.Size() > 24 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no packet in %s after 60 s: %s", pcap, stderr.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	c.sh("client", "ping -c 3 -i 0.2 "+server.Status.PodIP+" && curl -sS -m 5 http://"+server.Status.PodIP+":8080/hostname")
 	// Noise the capture must not see: another pod on the same node.
 	c.sh("noise", "ping -c 3 -i 0.2 "+server.Status.PodIP+"; curl -sS -m 5 http://"+server.Status.PodIP+":8080/hostname")
