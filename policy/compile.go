@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -39,7 +40,7 @@ func Compile(c *Cluster) *Model {
 		nsNames = append(nsNames, n.Name)
 	}
 	sort.Strings(nsNames)
-	cc := &compiler{byNS: byNS, nsLabels: nsLabels, nsNames: nsNames}
+	cc := &compiler{byNS: byNS, nsLabels: nsLabels, nsNames: nsNames, peers: map[string][]*Pod{}}
 	for _, np := range c.Policies {
 		m.Policies = append(m.Policies, cc.policy(np))
 	}
@@ -61,6 +62,16 @@ type compiler struct {
 	byNS     map[string][]*Pod
 	nsLabels map[string]labels.Set
 	nsNames  []string
+	peers    map[string][]*Pod // by peerKey
+}
+
+// peerKey identifies a pod/namespace selector peer of a policy in ns.
+func peerKey(ns string, peer *networkingv1.NetworkPolicyPeer) string {
+	b, _ := json.Marshal(peer)
+	if peer.NamespaceSelector == nil {
+		return ns + "\x00" + string(b)
+	}
+	return string(b)
 }
 
 func (cc *compiler) policy(np *networkingv1.NetworkPolicy) *Policy {
@@ -141,12 +152,28 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 			}
 			podSel = s
 		}
-		for _, n := range namespaces {
-			for _, pod := range cc.byNS[n] {
-				if !seen[pod] && len(pod.Addrs) > 0 && podSel.Matches(labels.Set(pod.Labels)) {
-					seen[pod] = true
-					r.Pods = append(r.Pods, pod)
+		// Peers written alike (all pods of all namespaces, a team's
+		// namespaces…) are selected once per compile and shared.
+		key := peerKey(ns, &peer)
+		pods, ok := cc.peers[key]
+		if !ok {
+			for _, n := range namespaces {
+				for _, pod := range cc.byNS[n] {
+					if len(pod.Addrs) > 0 && podSel.Matches(labels.Set(pod.Labels)) {
+						pods = append(pods, pod)
+					}
 				}
+			}
+			cc.peers[key] = pods
+		}
+		if len(peers) == 1 {
+			r.Pods, r.PeerKey = pods, key
+			break
+		}
+		for _, pod := range pods {
+			if !seen[pod] {
+				seen[pod] = true
+				r.Pods = append(r.Pods, pod)
 			}
 		}
 	}

@@ -203,14 +203,14 @@ func TestProgram(t *testing.T) {
 	for _, p := range prog.Policies {
 		byID[p.ID] = p
 	}
-	if got := byID[p1].Ingress[0].Peers; len(got) != 2 {
-		t.Errorf("p1 peers %v, want y/a and y/c", got)
+	if ps := byID[p1].Ingress[0].PeerSet; ps == "" || len(prog.PeerSets[ps]) != 2 {
+		t.Errorf("p1 peer set %q: %v, want y/a and y/c", ps, prog.PeerSets[ps])
 	}
 	if got := byID[p2].Ingress[0].Named; len(got) != 2 || got[0].Port != 80 {
 		t.Errorf("p2 named ports %v, want x/a's http on both its addresses", got)
 	}
-	if got := byID[p3]; got.Egress == nil || len(got.Egress[0].Peers) != 0 || got.Ingress != nil {
-		t.Errorf("p3 (no local pod): %+v, want an egress chain with empty elements", got)
+	if got := byID[p3]; got.Egress == nil || got.Egress[0].PeerSet == "" || len(prog.PeerSets[got.Egress[0].PeerSet]) != 0 || got.Ingress != nil {
+		t.Errorf("p3 (no local pod): %+v, want an egress chain with an empty peer set", got)
 	}
 	all := m.Program(locals, true)
 	if len(all.Endpoints) != 3 {

@@ -91,6 +91,9 @@ type Rule struct {
 	AnyPeer bool
 	// Pods are the peer pods its selectors match (pods with addresses).
 	Pods []*Pod
+	// PeerKey, for a rule whose only peer is one pod/namespace selector,
+	// identifies that selector: rules written alike share one set.
+	PeerKey string
 	// Blocks are its ipBlocks, less their excepts.
 	Blocks []nft.Range
 	// Peers describes each peer as written, for `policy show`.

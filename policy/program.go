@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"sort"
 
@@ -54,6 +56,7 @@ func (m *Model) Program(locals []Local, admitAll bool) *nft.Program {
 			local[p] = true
 		}
 	}
+	rc := &rangeCache{byPods: map[rangeKey][]nft.Range{}, shared: map[string][]nft.Range{}}
 	for _, p := range m.Policies {
 		np := nft.Policy{ID: p.ID, Name: p.Key()}
 		fill := here[p.ID]
@@ -66,7 +69,7 @@ func (m *Model) Program(locals []Local, admitAll bool) *nft.Program {
 						named = append(named, s)
 					}
 				}
-				np.Ingress = append(np.Ingress, nftRule(r, fill, named))
+				np.Ingress = append(np.Ingress, rc.nftRule(r, fill, named))
 			}
 		}
 		if p.Egress {
@@ -76,29 +79,37 @@ func (m *Model) Program(locals []Local, admitAll bool) *nft.Program {
 				if r.AnyPeer {
 					named = m.allPods()
 				}
-				np.Egress = append(np.Egress, nftRule(r, fill, named))
+				np.Egress = append(np.Egress, rc.nftRule(r, fill, named))
 			}
 		}
 		prog.Policies = append(prog.Policies, np)
 	}
+	prog.PeerSets = rc.shared
 	return prog
 }
 
 // nftRule converts a rule; the pod-dependent elements only when fill.
 // named are the pods whose named ports the rule's names resolve on (the
 // destination pods).
-func nftRule(r Rule, fill bool, named []*Pod) nft.Rule {
+func (rc *rangeCache) nftRule(r Rule, fill bool, named []*Pod) nft.Rule {
 	out := nft.Rule{AnyPeer: r.AnyPeer, Ports: r.Ports, NamedPorts: len(r.Named) > 0}
+	if r.PeerKey != "" {
+		out.PeerSet = peerSetName(r.PeerKey)
+		if _, ok := rc.shared[out.PeerSet]; !ok {
+			rc.shared[out.PeerSet] = nil // the set exists, empty unless filled
+		}
+	}
 	if !fill {
 		return out
 	}
-	if !r.AnyPeer {
-		out.Peers = append(out.Peers, r.Blocks...)
-		for _, p := range r.Pods {
-			for _, a := range p.Addrs {
-				out.Peers = append(out.Peers, nft.AddrRange(a))
-			}
+	switch {
+	case r.AnyPeer:
+	case r.PeerKey != "":
+		if rc.shared[out.PeerSet] == nil {
+			rc.shared[out.PeerSet] = rc.ranges(r.Pods)
 		}
+	default:
+		out.Peers = nft.Normalize(append(append([]nft.Range(nil), r.Blocks...), rc.ranges(r.Pods)...))
 	}
 	for _, n := range r.Named {
 		for _, p := range named {
@@ -123,4 +134,43 @@ func (m *Model) allPods() []*Pod {
 		}
 	}
 	return out
+}
+
+// rangeCache keeps the address ranges of peer pod lists, which the
+// compiler shares between rules written alike: each is sorted and merged
+// once per program. shared are the program's shared peer sets.
+type rangeCache struct {
+	byPods map[rangeKey][]nft.Range
+	shared map[string][]nft.Range
+}
+
+type rangeKey struct {
+	first *Pod
+	n     int
+}
+
+func (rc *rangeCache) ranges(pods []*Pod) []nft.Range {
+	if len(pods) == 0 {
+		return nil
+	}
+	k := rangeKey{pods[0], len(pods)}
+	if r, ok := rc.byPods[k]; ok {
+		return r
+	}
+	var rs []nft.Range
+	for _, p := range pods {
+		for _, a := range p.Addrs {
+			rs = append(rs, nft.AddrRange(a))
+		}
+	}
+	rs = nft.Normalize(rs)
+	rc.byPods[k] = rs
+	return rs
+}
+
+// peerSetName names the shared set of a peer selector: stable while the
+// policies that write it exist, whatever pods it selects.
+func peerSetName(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return "peer_" + hex.EncodeToString(h[:6])
 }

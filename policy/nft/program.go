@@ -45,6 +45,9 @@ type Program struct {
 	// Nodes are the underlay addresses of every cluster node: tunnel
 	// packets (VXLAN VNI VXLANVNI, IPIP) from any other source are dropped.
 	Nodes []netip.Addr
+	// PeerSets are the shared peer sets: name -> the addresses (empty
+	// when no rule using it isolates a pod here).
+	PeerSets map[string][]Range
 	// Policies are the NetworkPolicies, all of the cluster's: their chains
 	// exist whether or not they select a pod here, so that a pod or label
 	// change never adds or removes a chain.
@@ -110,6 +113,10 @@ type Rule struct {
 	// selected, ipBlocks less their excepts); empty matches nothing.
 	AnyPeer bool
 	Peers   []Range
+	// PeerSet, when set, names a shared peer set (Program.PeerSets) that
+	// the rule matches instead of Peers: rules written alike in many
+	// policies share one set.
+	PeerSet string
 	// Ports lists numeric ports; NamedPorts says the rule also names ports
 	// by name, which Named resolves per pod: the destination pod's
 	// address, protocol and port. A rule with neither allows every port

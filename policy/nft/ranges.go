@@ -55,6 +55,9 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // Normalize sorts ranges and merges those that overlap or touch, per
 // family (IPv4 first): the form nftables interval sets accept.
 func Normalize(rs []Range) []Range {
+	if normalized(rs) {
+		return rs
+	}
 	out := slices.Clone(rs)
 	slices.SortFunc(out, func(a, b Range) int {
 		return cmp.Or(a.From.Compare(b.From), a.To.Compare(b.To))
@@ -140,4 +143,20 @@ func ParseRange(s string) (Range, error) {
 		}
 	}
 	return Range{}, fmt.Errorf("address range %q: want ADDR, ADDR/LEN or FROM-TO", s)
+}
+
+// normalized reports whether rs is already sorted, IPv4 first, with no two
+// ranges overlapping or touching.
+func normalized(rs []Range) bool {
+	for i := 1; i < len(rs); i++ {
+		a, b := rs[i-1], rs[i]
+		if a.To.Is4() == b.From.Is4() {
+			if b.From.Compare(a.To) <= 0 || a.To.Next() == b.From {
+				return false
+			}
+		} else if !a.To.Is4() {
+			return false // IPv6 before IPv4
+		}
+	}
+	return true
 }

@@ -161,6 +161,11 @@ func Render(p *Program) *Ruleset {
 	chain(baseForward("forward_ingress", PriorityIngress, false))
 	chain(dispatch(p, "egress", false, egrSlots))
 	chain(dispatch(p, "ingress", true, ingSlots))
+	for name, ranges := range p.PeerSets {
+		v4, v6 := SplitFamilies(ranges)
+		set(name+"4", KindRange4, rangeElems(v4))
+		set(name+"6", KindRange6, rangeElems(v6))
+	}
 	for _, pol := range p.Policies {
 		if pol.Ingress != nil {
 			chain(policyChain(rs, pol, true))
@@ -310,9 +315,14 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 				n6 = append(n6, n)
 			}
 		}
-		if !r.AnyPeer {
-			rs.Sets[ruleSet(pol.ID, ingress, k, "peers4")] = &Set{Name: ruleSet(pol.ID, ingress, k, "peers4"), Kind: KindRange4, Elems: rangeElems(peers4)}
-			rs.Sets[ruleSet(pol.ID, ingress, k, "peers6")] = &Set{Name: ruleSet(pol.ID, ingress, k, "peers6"), Kind: KindRange6, Elems: rangeElems(peers6)}
+		peerSet := ruleSet(pol.ID, ingress, k, "peers")
+		switch {
+		case r.AnyPeer:
+		case r.PeerSet != "":
+			peerSet = r.PeerSet
+		default:
+			rs.Sets[peerSet+"4"] = &Set{Name: peerSet + "4", Kind: KindRange4, Elems: rangeElems(peers4)}
+			rs.Sets[peerSet+"6"] = &Set{Name: peerSet + "6", Kind: KindRange6, Elems: rangeElems(peers6)}
 		}
 		if len(r.Ports) > 0 {
 			var es []Elem
@@ -346,7 +356,7 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 			head := func() *rule {
 				x := newRule().nfproto(v6)
 				if !r.AnyPeer {
-					x.lookup(v6, ruleSet(pol.ID, ingress, k, "peers"+fam), false, false, peer)
+					x.lookup(v6, peerSet+fam, false, false, peer)
 				}
 				return x
 			}
@@ -383,7 +393,7 @@ func shapeOf(pol Policy, ingress bool, rules []Rule) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\x00%s\x00%v", pol.ID, pol.Name, ingress)
 	for _, r := range rules {
-		fmt.Fprintf(&b, "\x00%v%v%v", r.AnyPeer, len(r.Ports) > 0, r.NamedPorts)
+		fmt.Fprintf(&b, "\x00%v%v%v%s", r.AnyPeer, len(r.Ports) > 0, r.NamedPorts, r.PeerSet)
 	}
 	return b.String()
 }

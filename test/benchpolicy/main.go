@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,7 @@ import (
 type opts struct {
 	pods, policies, nodes, changes, namespaces int
 	iperf                                      time.Duration
+	cpuprofile                                 string
 }
 
 func main() {
@@ -65,6 +67,7 @@ func main() {
 	flag.IntVar(&o.namespaces, "namespaces", 20, "namespaces the pods and policies spread over")
 	flag.IntVar(&o.changes, "changes", 50, "policies created and deleted for the latency figures")
 	flag.DurationVar(&o.iperf, "iperf", 4*time.Second, "length of each iperf3 run")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the latency and CPU phases here")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fail("benchpolicy: needs root (network namespaces)")
@@ -149,6 +152,16 @@ func run(o opts) error {
 		fmt.Printf("%s: table written (%d endpoints, %d policies; last sync %s)\n", n.name, st.Endpoints, st.Policies, st.Took)
 	}
 
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
 	// Latency: a policy isolating each node's probe server, created, then
 	// deleted; the clock stops when every node's kernel has it (has not).
 	var created, deleted []time.Duration
@@ -203,6 +216,8 @@ func run(o opts) error {
 	for i := range o.changes {
 		_ = cs.NetworkingV1().NetworkPolicies("bench-probe").Delete(ctx, fmt.Sprintf("cpu-%d", i), metav1.DeleteOptions{})
 	}
+
+	pprof.StopCPUProfile()
 
 	// Throughput with every policy in force, then with none.
 	n0 := nodes[0]
