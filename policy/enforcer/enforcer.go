@@ -71,6 +71,12 @@ type Enforcer struct {
 	// fwdDirty: other tables may have changed (a forward chain with policy
 	// drop to mend); set at start, on foreign changes and periodically.
 	fwdDirty atomic.Bool
+	// kernelDirty: links or routes changed since the last look (the
+	// attachments are listed again only then, or periodically).
+	kernelDirty atomic.Bool
+	locals      []policy.Local
+	// flushes hands the conntrack check to its own goroutine (latest wins).
+	flushes chan flushJob
 
 	mu    sync.Mutex
 	model *policy.Model
@@ -103,8 +109,9 @@ func New(cfg Config) *Enforcer {
 	if cfg.Check == 0 {
 		cfg.Check = 30 * time.Second
 	}
-	e := &Enforcer{cfg: cfg, trigger: make(chan struct{}, 1), drops: newDropLog(256)}
+	e := &Enforcer{cfg: cfg, trigger: make(chan struct{}, 1), drops: newDropLog(256), flushes: make(chan flushJob, 1)}
 	e.fwdDirty.Store(true)
+	e.kernelDirty.Store(true)
 	e.metrics = newMetrics(e)
 	if cfg.Registry != nil {
 		e.metrics.register(cfg.Registry)
@@ -122,7 +129,8 @@ func (e *Enforcer) Trigger() {
 
 // Run syncs on every trigger until ctx ends. The table is left in place.
 func (e *Enforcer) Run(ctx context.Context) error {
-	watchKernel(ctx, e.cfg.NetNS, e.cfg.Log, e.Trigger)
+	watchKernel(ctx, e.cfg.NetNS, e.cfg.Log, func() { e.kernelDirty.Store(true); e.Trigger() })
+	go e.flushLoop(ctx)
 	if e.cfg.Kube != nil {
 		e.cfg.Kube.Start(ctx)
 	}
@@ -150,6 +158,7 @@ func (e *Enforcer) Run(ctx context.Context) error {
 			}
 		case <-check.C:
 			e.fwdDirty.Store(true)
+			e.kernelDirty.Store(true)
 			e.verify(true)
 		}
 		e.Sync()
@@ -230,9 +239,14 @@ func (e *Enforcer) sync() (Status, error) {
 		st.Waiting = "the Kubernetes informers"
 		return st, nil
 	}
-	locals, err := discover(e.cfg.Netlink)
-	if err != nil {
-		return st, fmt.Errorf("list pod attachments: %w", err)
+	locals := e.locals
+	if e.kernelDirty.Swap(false) || locals == nil {
+		var err error
+		if locals, err = discover(e.cfg.Netlink); err != nil {
+			e.kernelDirty.Store(true)
+			return st, fmt.Errorf("list pod attachments: %w", err)
+		}
+		e.locals = locals
 	}
 	cluster := &policy.Cluster{}
 	if e.cfg.Kube != nil {
@@ -276,15 +290,14 @@ func (e *Enforcer) sync() (Status, error) {
 				local[a] = true
 			}
 		}
-		n, err := flushDenied(e.cfg.Netlink, m, local, hostAddrs(e.cfg.Netlink))
-		st.Flushed = n
-		e.metrics.flushed.Add(float64(n))
-		if n > 0 {
-			e.cfg.Log.Info("conntrack entries of connections policy no longer allows deleted", "entries", n)
+		// The rules are in force already; established connections they
+		// no longer allow are cut just after, off the sync's path (a
+		// conntrack dump walks the kernel's whole table).
+		select {
+		case <-e.flushes:
+		default:
 		}
-		if err != nil {
-			return st, fmt.Errorf("conntrack flush: %w", err)
-		}
+		e.flushes <- flushJob{m, local}
 	}
 	return st, ferr
 }
@@ -356,4 +369,40 @@ func (e *Enforcer) ownerSnapshot() (map[netip.Addr]string, map[string][]string) 
 		}
 	}
 	return owners, isolating
+}
+
+// flushJob is one conntrack check: the model in force and the node's pod
+// addresses.
+type flushJob struct {
+	m     *policy.Model
+	local map[netip.Addr]bool
+}
+
+// flushLoop deletes the conntrack entries the latest model denies, at most
+// every 200ms.
+func (e *Enforcer) flushLoop(ctx context.Context) {
+	for {
+		var job flushJob
+		select {
+		case <-ctx.Done():
+			return
+		case job = <-e.flushes:
+		}
+		n, err := flushDenied(e.cfg.Netlink, job.m, job.local, hostAddrs(e.cfg.Netlink))
+		e.metrics.flushed.Add(float64(n))
+		e.mu.Lock()
+		e.last.Flushed += n
+		e.mu.Unlock()
+		if n > 0 {
+			e.cfg.Log.Info("conntrack entries of connections policy no longer allows deleted", "entries", n)
+		}
+		if err != nil {
+			e.cfg.Log.Warn("conntrack flush", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -91,6 +91,7 @@ func watchKernel(ctx context.Context, nsh netns.NsHandle, log *slog.Logger, sign
 			ErrorCallback: func(err error) {
 				if ctx.Err() == nil {
 					log.Warn("link watch", "err", err)
+					signal() // events may have been lost: look again
 				}
 			}}); err != nil {
 			log.Warn("cannot watch links; relying on the periodic check", "err", err)
@@ -99,6 +100,7 @@ func watchKernel(ctx context.Context, nsh netns.NsHandle, log *slog.Logger, sign
 			ErrorCallback: func(err error) {
 				if ctx.Err() == nil {
 					log.Warn("route watch", "err", err)
+					signal()
 				}
 			}}); err != nil {
 			log.Warn("cannot watch routes; relying on the periodic check", "err", err)

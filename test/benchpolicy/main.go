@@ -237,6 +237,7 @@ func run(o opts) error {
 	defer srv()
 	var with, without []float64
 	for round := range 3 {
+		waitIdle(nodes)
 		g, err := iperf(n0.client, n0.server, o.iperf)
 		if err != nil {
 			return fmt.Errorf("iperf3 with policies: %w", err)
@@ -255,6 +256,7 @@ func run(o opts) error {
 			return err
 		}
 		waitPolicies(nodes, 0)
+		waitIdle(nodes)
 		g, err = iperf(n0.client, n0.server, o.iperf)
 		if err != nil {
 			return fmt.Errorf("iperf3 without policies: %w", err)
@@ -513,6 +515,21 @@ func waitPrograms(nodes []*node, o opts) error {
 	return nil
 }
 
+// waitIdle waits until no node has synced for a second: a throughput run
+// must not compete with rule syncs for the CPU.
+func waitIdle(nodes []*node) {
+	deadline := time.Now().Add(time.Minute)
+	last := syncCount(nodes)
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		n := syncCount(nodes)
+		if n == last {
+			return
+		}
+		last = n
+	}
+}
+
 func waitPolicies(nodes []*node, want int) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, n := range nodes {
@@ -546,7 +563,7 @@ func untilAll(nodes []*node, id string, present bool) (time.Duration, error) {
 					errs <- nil
 					return
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(2 * time.Millisecond)
 			}
 			errs <- fmt.Errorf("%s: policy %s present=%v not reached in 30s", n.name, id, present)
 		}()
