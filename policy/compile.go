@@ -94,7 +94,7 @@ func (cc *compiler) policy(np *networkingv1.NetworkPolicy) *Policy {
 	}
 	if sel != nil {
 		for _, pod := range cc.byNS[np.Namespace] {
-			if sel.Matches(labels.Set(pod.Labels)) {
+			if matches(sel, pod.Labels) {
 				p.Selected = append(p.Selected, pod)
 			}
 		}
@@ -138,7 +138,7 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 			}
 			namespaces = namespaces[:0]
 			for _, n := range cc.nsNames {
-				if nsSel.Matches(cc.nsLabels[n]) {
+				if matches(nsSel, cc.nsLabels[n]) {
 					namespaces = append(namespaces, n)
 				}
 			}
@@ -159,7 +159,7 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 		if !ok {
 			for _, n := range namespaces {
 				for _, pod := range cc.byNS[n] {
-					if len(pod.Addrs) > 0 && podSel.Matches(labels.Set(pod.Labels)) {
+					if len(pod.Addrs) > 0 && matches(podSel, pod.Labels) {
 						pods = append(pods, pod)
 					}
 				}
@@ -226,12 +226,33 @@ type mapMatcher map[string]string
 
 // Matches implements matcher.
 func (m mapMatcher) Matches(l labels.Labels) bool {
+	if set, ok := l.(labels.Set); ok {
+		return m.matchMap(set)
+	}
 	for k, v := range m {
 		if !l.Has(k) || l.Get(k) != v {
 			return false
 		}
 	}
 	return true
+}
+
+func (m mapMatcher) matchMap(l map[string]string) bool {
+	for k, v := range m {
+		if got, ok := l[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// matches applies a matcher to a pod's or namespace's labels, without
+// the interface conversion for the common matchLabels case.
+func matches(m matcher, l map[string]string) bool {
+	if mm, ok := m.(mapMatcher); ok {
+		return mm.matchMap(l)
+	}
+	return m.Matches(labels.Set(l))
 }
 
 func protoNumber(p *corev1.Protocol) (uint8, error) {

@@ -219,7 +219,6 @@ func (e *Enforcer) Sync() {
 		e.metrics.duration.Observe(time.Since(start).Seconds())
 		e.cfg.Log.Debug("policy sync", "took", st.Took, "change", st.Change, "endpoints", st.Endpoints, "policies", st.Policies, "conntrackFlushed", st.Flushed)
 	}
-	st.Loose = e.looseHost()
 	e.mu.Lock()
 	if st.Waiting != "" || err != nil {
 		st.Synced = e.last.Synced
@@ -305,11 +304,15 @@ func (e *Enforcer) sync() (Status, error) {
 // SyncCount is the number of syncs so far.
 func (e *Enforcer) SyncCount() int { return int(e.syncs.Load()) }
 
-// Status is the last sync's outcome.
+// Status is the last sync's outcome (and whether the host's rp_filter
+// alone would be loose).
 func (e *Enforcer) Status() Status {
+	loose := e.looseHost()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.last
+	st := e.last
+	st.Loose = loose
+	return st
 }
 
 // Model is the last compiled model (nil before the first sync).
