@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/brindle-net/brindle/conf"
-	"github.com/brindle-net/brindle/internal/testenv"
 	"github.com/brindle-net/brindle/ipam"
 	"github.com/brindle-net/brindle/test/lab"
 )
@@ -101,26 +100,6 @@ func bgpToKernel(bin string, n int) (r birdRun) {
 	w.mu.Unlock()
 	r.total, r.stream = last.Sub(start), last.Sub(first)
 	return r
-}
-
-func birdRows(runs []birdRun) []row {
-	var rows []row
-	for _, r := range runs {
-		name := fmt.Sprintf("%s /32s from BIRD", thousands(r.n))
-		if r.err != nil {
-			rows = append(rows, row{name, "FAILED", r.err.Error()})
-			continue
-		}
-		note := "first to last route in the kernel; " + testenv.Millis(r.total) + " from the peer's configuration (session setup included)"
-		if r.lost {
-			note += "; notifications overflowed, last route timed by dump (100 ms resolution)"
-		}
-		if r.naiveErr != nil {
-			note += fmt.Sprintf("; a default-size notification socket counted %d before it failed (%v)", r.naive, r.naiveErr)
-		}
-		rows = append(rows, row{name, testenv.Millis(r.stream), note})
-	}
-	return rows
 }
 
 func thousands(n int) string {
