@@ -17,6 +17,10 @@ TESTBINS  := ./test/lab/labetcd
 IMAGE     ?= ghcr.io/brindle-net/brindle:dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS ?= -race -count=1 -timeout 40m
+# How long test/faults keeps etcd down in `make test` (the full run,
+# `make test-faults`, is 3 minutes; docs/faults.md), and each fuzz test's time.
+FAULTS_ETCD_OUTAGE ?= 60s
+FUZZTIME ?= 30s
 
 .PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture bench-policy bench image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network k8s-netpol
 
@@ -47,7 +51,20 @@ kubetest-bins:
 # network namespaces, against the binaries built here.
 test: deps build refplugins testbins kubetest-bins
 	$(GO) vet ./...
-	BRINDLE_BIN_DIR=$(abspath $(BIN)) $(GO) test $(TESTFLAGS) ./...
+	BRINDLE_BIN_DIR=$(abspath $(BIN)) BRINDLE_FAULTS_ETCD_OUTAGE=$(FAULTS_ETCD_OUTAGE) $(GO) test $(TESTFLAGS) ./...
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
+
+.PHONY: test-faults fuzz
+
+# The fault-injection suite alone (test/faults; docs/faults.md), with etcd
+# down for the full 3 minutes; `make test` runs it with FAULTS_ETCD_OUTAGE.
+test-faults: build testbins
+	BRINDLE_BIN_DIR=$(abspath $(BIN)) BRINDLE_FAULTS_ETCD_OUTAGE=3m $(GO) test -count=1 -timeout 30m -v ./test/faults > $(BIN)/faults.log 2>&1; \
+	rc=$$?; grep -E '^(FIGURES|--- |ok|FAIL)' $(BIN)/faults.log; echo "full log: $(BIN)/faults.log"; exit $$rc
+
+# Every fuzz test of a parser of outside input, FUZZTIME each (scripts/fuzz.sh).
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 lint:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

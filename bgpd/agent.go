@@ -32,6 +32,10 @@ type AgentConfig struct {
 	// EtcdWait is how long a starting agent waits for etcd before it
 	// starts from the state on disk (etcd unreachable).
 	EtcdWait time.Duration
+	// Started, when set, is called once the agent has the cluster state
+	// (from etcd, or from the state file during an outage): components
+	// that read the cache too (the filter table's node list) go on then.
+	Started func()
 	// NewSpeaker builds a speaker; default NewSpeaker.
 	NewSpeaker func(ctx context.Context, g GlobalSpec, log *slog.Logger) (*Speaker, error)
 }
@@ -73,6 +77,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go cache.Run(ctx)
 	if err := a.start(ctx); err != nil {
 		return err
+	}
+	if a.cfg.Started != nil {
+		a.cfg.Started()
 	}
 	if a.cfg.StateFile != "" {
 		go a.keepState(ctx)

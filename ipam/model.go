@@ -101,9 +101,28 @@ func (b *Block) check() error {
 	if b.V > SchemaVersion {
 		return fmt.Errorf("block %s: schema v%d is newer than this binary (v%d)", b.CIDR, b.V, SchemaVersion)
 	}
+	// Blocks are /20../30 (IPv4) or /116../126 (IPv6): at most 4096
+	// addresses. Anything else was not written by brindle.
+	if !b.CIDR.IsValid() || b.CIDR != b.CIDR.Masked() || b.CIDR.Addr().BitLen()-b.CIDR.Bits() > 12 {
+		return fmt.Errorf("block %s: not a block's prefix", b.CIDR)
+	}
 	n := blockLen(b.CIDR)
 	if len(b.Allocations) != n || len(b.Seqs) != n {
 		return fmt.Errorf("block %s: %d allocations and %d seqs for %d addresses", b.CIDR, len(b.Allocations), len(b.Seqs), n)
+	}
+	// The free list names each unallocated ordinal exactly once: a bad one
+	// would be handed out twice, or index past the block.
+	free := make([]bool, n)
+	for _, o := range b.Free {
+		if o < 0 || o >= n || free[o] || b.Allocations[o] != nil {
+			return fmt.Errorf("block %s: free list %v does not match its allocations", b.CIDR, b.Free)
+		}
+		free[o] = true
+	}
+	for i, a := range b.Allocations {
+		if a == nil && !free[i] {
+			return fmt.Errorf("block %s: ordinal %d is neither allocated nor free", b.CIDR, i)
+		}
 	}
 	return nil
 }

@@ -215,6 +215,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		},
 		Self: self, RouterID: addr.Addr(), Register: register,
 		StateFile: f.stateFile, EtcdWait: f.etcdWait,
+		Started: func() {
+			if filter != nil {
+				filter.Trigger() // the node list is there now, from etcd or the state file
+			}
+		},
 	})
 
 	ln, err := net.Listen("tcp", f.listen)
