@@ -80,15 +80,11 @@ func NewController(cfg ControllerConfig) *Controller {
 		trigger: make(chan struct{}, 1),
 		missing: map[string]time.Time{},
 	}
-	poke := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.poke() },
-		UpdateFunc: func(any, any) {},
-		DeleteFunc: func(any) { c.poke() },
-	}
-	for _, inf := range []cache.SharedIndexInformer{c.nodes, c.pods, c.sts} {
-		_, _ = inf.AddEventHandler(poke)
-	}
-	_, _ = c.sts.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(any, any) { c.poke() }})
+	// Only what must be acted on at once pokes a pass: a deleted Node (its
+	// routes and blocks), a changed ServiceCIDR. Pods and StatefulSets
+	// churn; their garbage waits for the next resync (15 s, far inside the
+	// pods' grace period), so a burst of pod events costs no extra pass.
+	_, _ = c.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(any) { c.poke() }})
 	_, _ = c.svc.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { c.poke() },
 		UpdateFunc: func(any, any) { c.poke() }, DeleteFunc: func(any) { c.poke() }})
 	return c
