@@ -142,3 +142,26 @@ spec: {reservedCIDRs: [10.60.2.0/30]}
 		t.Errorf("pool apply of a reservation: %v", err)
 	}
 }
+
+// Reservation documents are outside input (an operator's file): parsing
+// never panics, and what parses is valid.
+func FuzzParseIPReservations(f *testing.F) {
+	for _, s := range []string{
+		"kind: IPReservation\nmetadata: {name: r}\nspec: {reservedCIDRs: [10.0.0.1, 10.0.1.0/28]}",
+		"apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: r}\nspec: {reservedCIDRs: ['fd00::1']}",
+		"apiVersion: crd.projectcalico.org/v1\nkind: IPReservation\nmetadata: {name: r}\nspec: {reservedCIDRs: [], x: 1}\n---\nkind: IPPool",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		rs, err := ParseIPReservations([]byte(doc))
+		if err != nil {
+			return
+		}
+		for _, r := range rs {
+			if err := r.Validate(); err != nil {
+				t.Fatalf("parsed but invalid: %v", err)
+			}
+		}
+	})
+}

@@ -16,6 +16,8 @@ targets=(
   "./conf FuzzParseSelector"     # node selectors in pools and peers
   "./conf FuzzEtcdValues"        # node, pool, BGP and reservation records from etcd
   "./ipam FuzzBlockRecords"      # IPAM blocks, handles, claims, endpoints from etcd
+  "./conf FuzzParseIPReservations" # IPReservation YAML (brindle and Calico forms)
+  "./kube/podinfo FuzzParse"     # pod and namespace annotations from the Kubernetes API
 )
 start=$SECONDS
 for t in "${targets[@]}"; do
