@@ -14,7 +14,8 @@
 # processes, plus a kubelet so that it runs brindle and routes to pods,
 # tainted NoSchedule as on kind), worker and worker2 — each with its own
 # network, mount and UTS namespaces, containerd, kubelet and kube-proxy.
-# CLUSTER=name (and CLUSTER_INDEX=N) run a second cluster beside the first.
+# CLUSTER=name (and CLUSTER_INDEX=N) run a second cluster beside the first;
+# WORKERS=N makes N workers (default 2), each node in a zone of its own.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -65,6 +66,7 @@ cmd_up() {
 	images_build
 	mkdir -p "$STATE"
 	touch "$STATE/up"
+	echo "$WORKERS" >"$STATE/workers"
 	local s
 	if [ ! -f "$STATE/../sysctls.saved" ]; then
 		for s in "${SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$STATE/../sysctls.saved"
@@ -83,6 +85,9 @@ cmd_up() {
 	retry 120 nodes_registered ||
 		die "not every kubelet registered: $STATE/logs/"
 	kctl label node "$(node_name control-plane)" node-role.kubernetes.io/control-plane= --overwrite >&2
+	for n in "${NODES[@]}"; do
+		kctl label node "$(node_name "$n")" "topology.kubernetes.io/zone=${NODE_ZONE[$n]}" --overwrite >&2
+	done
 	install_brindle
 	wait_ready
 	cmd_check
