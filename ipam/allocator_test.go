@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -49,13 +50,17 @@ func runNodes(t *testing.T, a *Allocator, nodes, perNode int, mid func()) map[st
 	errs := make(chan error, nodes*perNode)
 	var midOnce sync.Once
 	done := 0
+	// A correctness test, not a timed one: on a loaded 2-core CI machine
+	// 500 contending allocations can take longer than ctxT's 20 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	for n := range nodes {
 		node := fmt.Sprintf("node-%02d", n)
 		for i := range perNode {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got, err := a.Assign(ctxT(t), AssignRequest{Handle: fmt.Sprintf("c-%s-%d.eth0", node, i), Node: node, IPv4: true})
+				got, err := a.Assign(ctx, AssignRequest{Handle: fmt.Sprintf("c-%s-%d.eth0", node, i), Node: node, IPv4: true})
 				if err != nil {
 					errs <- fmt.Errorf("%s #%d: %w", node, i, err)
 					return
