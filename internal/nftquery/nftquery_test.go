@@ -53,3 +53,38 @@ add set inet brindle eps6 { type ifname . ipv6_addr; }`).CombinedOutput()
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkTableExists is what ADD adds on a host without brindled's
+// table: one netlink request.
+func BenchmarkTableExists(b *testing.B) {
+	testenv.RequireRoot(b)
+	n := testenv.NewNS(b)
+	_ = n.Do(func(ns.NetNS) error {
+		for b.Loop() {
+			if _, err := TableExists(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return nil
+	})
+}
+
+// BenchmarkAdmitted is one poll of ADD's wait on a host with the table.
+func BenchmarkAdmitted(b *testing.B) {
+	testenv.RequireRoot(b)
+	n := testenv.NewNS(b)
+	_ = n.Do(func(ns.NetNS) error {
+		out, err := exec.Command("nft", `add table inet brindle
+add set inet brindle eps4 { type ifname . ipv4_addr; elements = { "bri0123456789ab" . 10.0.0.5 } }`).CombinedOutput()
+		if err != nil {
+			b.Skipf("nft: %v %s", err, out)
+		}
+		a := []netip.Addr{netip.MustParseAddr("10.0.0.5")}
+		for b.Loop() {
+			if ok, err := Admitted("bri0123456789ab", a); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+		return nil
+	})
+}

@@ -66,11 +66,9 @@ func (r *rule) ifname(in, eq bool, name string) *rule {
 	if in {
 		key, word = expr.MetaKeyIIFNAME, "iifname"
 	}
-	data := []byte(name)
-	if strings.HasSuffix(name, "*") {
-		data = []byte(strings.TrimSuffix(name, "*"))
-	} else {
-		data = ifnameBytes(name)
+	data := ifnameBytes(name)
+	if prefix, ok := strings.CutSuffix(name, "*"); ok {
+		data = []byte(prefix)
 	}
 	op, sym := expr.CmpOpEq, ""
 	if !eq {
