@@ -21,6 +21,7 @@ import (
 	"github.com/brindle-net/brindle/bgpd"
 	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/sysctl"
+	"github.com/brindle-net/brindle/policy/nft"
 )
 
 // Options say where brindle's files are and what else to remove.
@@ -170,6 +171,15 @@ func (r *Report) nftables(o Options) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: delete tables: %w", err)
+	}
+	// The accept rules brindled put at the top of other tables' forward
+	// chains with policy drop (policy/nft, docs/policy.md).
+	chains, err := (&nft.Writer{}).RemoveForwardAccept()
+	for _, ch := range chains {
+		r.did(o, "remove brindle's accept rules from nftables chain %s", ch)
+	}
+	if err != nil {
+		return fmt.Errorf("nftables: forward accept rules: %w", err)
 	}
 	return nil
 }
