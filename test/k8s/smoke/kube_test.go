@@ -31,6 +31,8 @@ type cluster struct {
 	cs  *kubernetes.Clientset
 	cfg *rest.Config
 	ns  string
+	// extraNS are more namespaces of the test (kubehelpers_test.go).
+	extraNS []string
 }
 
 func connect(t *testing.T) *cluster {
