@@ -26,6 +26,7 @@ import (
 
 	"github.com/brindle-net/brindle/internal/kubetest"
 	"github.com/brindle-net/brindle/internal/testenv"
+	brpolicy "github.com/brindle-net/brindle/policy"
 	"github.com/brindle-net/brindle/policy/enforcer"
 	"github.com/brindle-net/brindle/policy/nft"
 )
@@ -246,6 +247,41 @@ func reach(from, to *pod) bool {
 	}
 	c.Close()
 	return true
+}
+
+// settle bounds how long a change may take to show in the kernel on a
+// loaded machine (CI: 2 cores, the whole suite): a bound against hanging,
+// not a target. Times are measured by make bench-policy.
+const settle = 30 * time.Second
+
+// reachable is reach, given a few tries: for checks that something stays
+// allowed, so that one connect slowed past its timeout by the machine's
+// load is not taken for a drop.
+func reachable(from, to *pod) bool {
+	for range 3 {
+		if reach(from, to) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitPolicy waits until the node's table has the ingress chain of policy
+// namespace/name: the enforcer has seen it.
+func (n *node) waitPolicy(namespace, name string) {
+	n.t.Helper()
+	chain := "pi_" + brpolicy.PolicyID(namespace, name)
+	start := time.Now()
+	for {
+		out, err := exec.Command("nsenter", "--net="+n.host.NS.Path(), "nft", "list", "chain", "inet", "brindle", chain).CombinedOutput()
+		if err == nil {
+			return
+		}
+		if time.Since(start) > settle {
+			n.t.Fatalf("chain %s of %s/%s not in the table after %s: %v %s", chain, namespace, name, settle, err, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // expect waits up to d for from -> to to be as want, and returns how long

@@ -134,8 +134,10 @@ func TestFilterRestartAndFlush(t *testing.T) {
 		if err == nil && strings.Contains(out, `"`+a.HostVeth+`"`) {
 			break
 		}
-		if time.Since(start) > time.Second {
-			t.Fatalf("table inet brindle not back 1s after nft flush ruleset:\n%s", out)
+		// A bound against hanging on a loaded machine, not the target
+		// (the time is logged; docs/policy.md has the figures).
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("table inet brindle not back 30s after nft flush ruleset:\n%s", out)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
