@@ -137,8 +137,9 @@ func TestFirstPacket(t *testing.T) {
 }
 
 // TestConntrackFlush: a connection that a policy allowed is cut when a new
-// policy denies it (its conntrack entry is deleted), and survives when the
-// flush is off — the behaviour chosen and documented in docs/policy.md.
+// policy denies it (its conntrack entry is deleted), and when the policy
+// that allowed it is deleted while another still isolates the pod; it
+// survives when the flush is off — the behaviour chosen and documented in docs/policy.md.
 func TestConntrackFlush(t *testing.T) {
 	s := apiserver(t)
 	cs := s.Client(t)
@@ -170,14 +171,29 @@ func TestConntrackFlush(t *testing.T) {
 		}
 		expect(t, b, a, false, settle)
 		if flush {
-			// The flush runs after the sync, off its path: wait for it.
-			start := time.Now()
-			for roundTrip(conn) {
-				if time.Since(start) > settle {
-					t.Fatalf("an established connection survived the policy that denies it for %s", settle)
-				}
-				time.Sleep(50 * time.Millisecond)
+			waitCut(t, conn, "the policy that denies it was created")
+
+			// Removal: a policy that allowed b is deleted while another
+			// still isolates a.
+			allow := policy(ns, "allow-b", networkingv1.NetworkPolicySpec{PodSelector: selector("app", "a"),
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: ptr(selector("app", "b"))}}}}})
+			if _, err := cs.NetworkingV1().NetworkPolicies(ns).Create(t.Context(), allow, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
 			}
+			expect(t, b, a, true, settle)
+			conn2, err := dial(b, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn2.Close()
+			if !roundTrip(conn2) {
+				t.Fatal("the connection the allow policy allows does not echo")
+			}
+			if err := cs.NetworkingV1().NetworkPolicies(ns).Delete(t.Context(), "allow-b", metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, b, a, false, settle)
+			waitCut(t, conn2, "the policy that allowed it was deleted")
 			continue
 		}
 		// Without the flush, nothing cuts it: it still echoes after several
@@ -280,6 +296,21 @@ func TestAPIServerOutage(t *testing.T) {
 	if st := n.e.Status(); st.Error != "" {
 		t.Errorf("sync error during the outage: %s", st.Error)
 	}
+}
+
+// waitCut waits for an established connection to stop echoing: the flush
+// runs after the sync, off its path.
+func waitCut(t *testing.T, conn net.Conn, after string) {
+	t.Helper()
+	start, echoed := time.Now(), 0
+	for roundTrip(conn) {
+		if time.Since(start) > settle {
+			t.Fatalf("an established connection still echoes %s after %s", settle, after)
+		}
+		echoed++
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("established connection cut after %s (%d round trips still echoed before)", after, echoed)
 }
 
 func roundTrip(c net.Conn) bool {
