@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,9 +24,12 @@ func needBird(t *testing.T) {
 }
 
 // birdStatic is a BIRD config announcing routes (one "route ...;" line
-// each, already formatted) to every node over eBGP from AS 65001.
-func birdStatic(l *lab.Lab, routes []string) string {
+// each, already formatted) to every node over eBGP from AS 65001, logging
+// everything to logFile (what BIRD saw, e.g. the notifications it got,
+// stays there when its status has moved on).
+func birdStatic(l *lab.Lab, routes []string, logFile string) string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "log %q all;\n", logFile)
 	b.WriteString("router id {{ROUTER_ID}};\nprotocol device {}\nprotocol static hostile {\n  ipv4;\n")
 	for _, r := range routes {
 		b.WriteString("  " + r + "\n")
@@ -62,15 +66,23 @@ func peerStatus(n *lab.Node, name string) (bgpd.PeerStatus, error) {
 // of processing it, without backpressure, so during a try it holds more
 // than the limit before the close takes effect — how much depends on how
 // busy the machine is: that is measured, not bounded by the limit.
+//
+// The tries are counted from brindled's log (GoBGP's "Peer Up"/"Peer
+// Down") and the Cease from BIRD's log, not from polled status: on a
+// loaded machine a try can come and go between two polls, and BIRD's
+// "last error" is overwritten by the next connection attempt.
 func TestMaxPrefixesFromAFullTable(t *testing.T) {
 	needBird(t)
 	l := newLab(t, lab.Config{Nodes: 1})
 	ctx := t.Context()
 	n := l.Nodes[0]
-	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	const flood = 200000
+	if !lab.TcpdumpAvailable() {
+		t.Skip("SKIP: needs tcpdump (Debian package tcpdump, scripts/install-deps.sh) to see the Cease reach the peer on the underlay")
+	}
+	const flood, wantTries, within = 200000, 3, 4 * time.Minute
 	routes := make([]string, 0, flood)
 	for i := range flood {
 		// 100.64.0.0/10: outside every pool, so policy rejects them all;
@@ -78,8 +90,18 @@ func TestMaxPrefixesFromAFullTable(t *testing.T) {
 		routes = append(routes, fmt.Sprintf("route 100.%d.%d.%d/32 blackhole;", 64+i>>16, (i>>8)&255, i&255))
 	}
 	birdAddr := netip.MustParseAddr("198.19.1.250")
+	birdLog := filepath.Join(t.TempDir(), "bird-flood.log")
+	// Every BGP NOTIFICATION Cease / maximum number of prefixes reached
+	// (type 3, code 6, subcode 1) the node sends the peer, on the wire.
+	bgp := "tcp[((tcp[12]&0xf0)>>2)"
+	cease, err := l.Capture(ctx, fmt.Sprintf("src host %s and dst host %s and tcp port 179 and %s+18]=3 and %s+19]=6 and %s+20]=1",
+		n.Addr.Addr(), birdAddr, bgp, bgp, bgp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cease.Stop()
 	rssBefore, _ := n.RSS()
-	b, err := l.StartBird("flood", birdAddr, birdStatic(l, routes))
+	b, err := l.StartBird("flood", birdAddr, birdStatic(l, routes, birdLog))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,63 +112,100 @@ func TestMaxPrefixesFromAFullTable(t *testing.T) {
 	if err := l.PutBGPPeer(ctx, peer); err != nil {
 		t.Fatal(err)
 	}
-	// Watch for 40 s, several tries of the peer: the most brindled held
-	// from it, its RSS after the first close and over all of them, and how
-	// long the session stayed down between tries.
+	started, sl := time.Now(), newSessionLog(n, birdAddr)
+	// Watch until the peer has been closed wantTries times: the most
+	// brindled held from it, anything held while the session was down,
+	// its RSS a second after the first close and over all the tries.
 	var maxReceived, heldWhileDown uint64
 	var rssMax, rssFirst int64
-	sawCease := false
-	closes, downFrom := 0, time.Time{}
-	var downs []time.Duration
-	lastState := ""
-	deadline := time.Now().Add(40 * time.Second)
-	for time.Now().Before(deadline) {
+	var ups []time.Time
+	var downs []sessionEvent
+	for {
+		evs, err := sl.events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ups, downs, err = tries(evs); err != nil {
+			t.Fatal(err)
+		}
+		if len(downs) >= wantTries || time.Since(started) > within {
+			break
+		}
 		if p, err := peerStatus(n, "flood"); err == nil {
-			if p.Received > maxReceived {
-				maxReceived = p.Received
+			maxReceived = max(maxReceived, p.Received)
+			if p.State != "Established" && len(downs) > 0 {
+				heldWhileDown = max(heldWhileDown, p.Received)
 			}
-			if p.State != "Established" && lastState == "Established" {
-				closes++
-				downFrom = time.Now()
-				if closes == 1 {
-					time.Sleep(time.Second) // the queued updates are drained
-					rssFirst, _ = n.RSS()
-				}
-			}
-			if p.State == "Established" && lastState != "Established" && !downFrom.IsZero() {
-				downs = append(downs, time.Since(downFrom))
-			}
-			if p.State != "Established" && closes > 0 && p.Received > heldWhileDown {
-				heldWhileDown = p.Received
-			}
-			lastState = p.State
 		}
-		if rss, err := n.RSS(); err == nil && rss > rssMax {
-			rssMax = rss
-		}
-		if out, _ := b.Cmd("show protocols all node1"); strings.Contains(strings.ToLower(out), "maximum number of prefixes") {
-			sawCease = true
+		rss, err := n.RSS()
+		if err == nil {
+			rssMax = max(rssMax, rss)
+			if rssFirst == 0 && len(downs) > 0 && time.Since(downs[0].At) > time.Second { // the queued updates drained
+				rssFirst = rss
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	final, _ := peerStatus(n, "flood")
+	// A session that came up as the watch ended is closed too: every try
+	// ends with the limit (generous wait: the close follows the first
+	// 10,000 prefixes; on a loaded machine that can take a while).
+	if len(ups) > len(downs) {
+		if err := eventually(2*time.Minute, func() error {
+			evs, err := sl.events()
+			if err != nil {
+				return err
+			}
+			if ups, downs, err = tries(evs); err != nil {
+				return err
+			}
+			if len(ups) > len(downs) {
+				return fmt.Errorf("the session established at %s is still up", ups[len(ups)-1].Format(time.TimeOnly))
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("not every try of the peer was closed within 2 min: %v", err)
+		}
+	}
 	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
-	t.Logf("limit %d: at most %d held from the peer, %d closes, down %v between tries; RSS %.1f MiB before, %.1f after the first close, %.1f at most",
-		limit, maxReceived, closes, downs, mib(rssBefore), mib(rssFirst), mib(rssMax))
+	var gaps []time.Duration
+	for i, d := range downs {
+		if i+1 < len(ups) {
+			gaps = append(gaps, ups[i+1].Sub(d.At))
+		}
+	}
+	t.Logf("limit %d: %d tries, %d closes in %s, down %v between tries; at most %d held from the peer; RSS %.1f MiB before, %.1f after the first close, %.1f at most",
+		limit, len(ups), len(downs), time.Since(started).Round(time.Second), roundAll(gaps), maxReceived, mib(rssBefore), mib(rssFirst), mib(rssMax))
 	if limit != conf.DefaultMaxPrefixes {
 		t.Errorf("default maxPrefixes %d, want %d", limit, conf.DefaultMaxPrefixes)
 	}
-	if closes < 2 || !sawCease {
+	if len(downs) < wantTries {
 		out, _ := b.Cmd("show protocols all node1")
-		t.Errorf("want the session closed for too many prefixes on every try (%d closes in 40 s):\n%s", closes, out)
+		t.Errorf("want the peer's session closed %d times within %s, saw %d sessions and %d closes (the lab runs brindled with --log-level debug, which logs GoBGP's Peer Up/Down):\n%s", wantTries, within, len(ups), len(downs), out)
 	}
-	for _, d := range downs {
-		if d < 7*time.Second {
-			t.Errorf("the session came back %s after being closed; maxPrefixesRestartSeconds is 8", d)
+	// Each try was closed with a Cease for the limit (GoBGP's reason in
+	// brindled's log), and each Cease reached the peer: seen on the
+	// underlay, not in BIRD's log — BIRD, still sending when GoBGP closes
+	// with unread data, often gets the kernel's reset first and logs only
+	// "Connection reset by peer" (it logged the Cease in 1 to 2 of 3 tries
+	// on a loaded machine).
+	for i, d := range downs {
+		if !strings.Contains(d.Reason, "notification-sent code 6") || !strings.Contains(d.Reason, "maximum number of prefixes") {
+			t.Errorf("try %d was not closed with a Cease for the limit: %s", i+1, d.Reason)
 		}
 	}
-	if final.State == "Established" && final.Received > uint64(limit) {
-		t.Errorf("brindled holds %d prefixes from the peer (limit %d)", final.Received, limit)
+	if err := eventually(30*time.Second, func() error {
+		if got := len(cease.Lines()); got < len(downs) {
+			return fmt.Errorf("%d Cease notifications on the wire for %d closes", got, len(downs))
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("not every close reached the peer as a Cease (maximum number of prefixes): %v:\n%s", err, strings.Join(cease.Lines(), "\n"))
+	}
+	birdSaw := birdLogCount(t, birdLog, "Received: Maximum number of prefixes reached")
+	for _, g := range gaps {
+		if g < 7*time.Second {
+			t.Errorf("the session came back %s after being closed; maxPrefixesRestartSeconds is 8", g)
+		}
 	}
 	if heldWhileDown > 0 {
 		t.Errorf("brindled held %d prefixes from the peer while its session was down", heldWhileDown)
@@ -160,8 +219,8 @@ func TestMaxPrefixesFromAFullTable(t *testing.T) {
 	if rs, _ := n.Routes(); len(rs) > 10 {
 		t.Errorf("the kernel took routes from the flood: %d brindle routes", len(rs))
 	}
-	figures(t, "%d prefixes offered, maxPrefixes %d: closed %d times in 40 s (Cease; down %v between tries), at most %d held before a close took effect, RSS %.1f MiB idle, %.1f after the first close, %.1f at most",
-		flood, limit, closes, roundAll(downs), maxReceived, mib(rssBefore), mib(rssFirst), mib(rssMax))
+	figures(t, "%d prefixes offered, maxPrefixes %d: closed with a Cease on each of %d tries (%d on the wire, BIRD logged %d; down %v between tries), at most %d held before a close took effect, RSS %.1f MiB idle, %.1f after the first close, %.1f at most",
+		flood, limit, len(downs), len(cease.Lines()), birdSaw, roundAll(gaps), maxReceived, mib(rssBefore), mib(rssFirst), mib(rssMax))
 }
 
 func roundAll(ds []time.Duration) []time.Duration {
@@ -217,13 +276,12 @@ func TestHostilePeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
+	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	before := map[string][]string{}
-	for _, n := range l.Nodes {
-		before[n.Name] = kernelRoutes(t, n)
-	}
+	// Start from the converged mesh: each node routes the other's pod
+	// (the other's block may reach it after both are ready).
+	before := waitMeshRoutes(t, l, 2*time.Minute)
 	routes := []string{
 		"route 0.0.0.0/0 blackhole;",
 		"route 192.0.2.0/24 blackhole;",
@@ -238,7 +296,7 @@ func TestHostilePeers(t *testing.T) {
 		routes = append(routes, fmt.Sprintf("route 10.244.%d.%d/32 blackhole;", 250+i/250, i%250+1))
 	}
 	birdAddr := netip.MustParseAddr("198.19.1.250")
-	b, err := l.StartBird("hostile", birdAddr, birdStatic(l, routes))
+	b, err := l.StartBird("hostile", birdAddr, birdStatic(l, routes, filepath.Join(t.TempDir(), "bird-hostile.log")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,10 +304,11 @@ func TestHostilePeers(t *testing.T) {
 		Spec: conf.BGPPeerSpec{PeerIP: birdAddr.String(), ASNumber: 65001}}); err != nil {
 		t.Fatal(err)
 	}
-	// Every node has received the whole announcement.
+	// Every node has received the whole announcement (generous waits: on
+	// a loaded machine 5,505 routes take a while to arrive and install).
 	want := uint64(len(routes))
 	for _, n := range l.Nodes {
-		if err := eventually(30*time.Second, func() error {
+		if err := eventually(2*time.Minute, func() error {
 			p, err := peerStatus(n, "hostile")
 			if err != nil {
 				return err
@@ -268,7 +327,7 @@ func TestHostilePeers(t *testing.T) {
 		allowed[fmt.Sprintf("10.244.%d.%d via %s dev eth0 proto 98", 250+i/250, i%250+1, birdAddr)] = true
 	}
 	var unexpected []string
-	if err := eventually(10*time.Second, func() error {
+	if err := eventually(2*time.Minute, func() error {
 		unexpected = nil
 		for _, n := range l.Nodes {
 			after := kernelRoutes(t, n)
@@ -299,7 +358,7 @@ func TestHostilePeers(t *testing.T) {
 			t.Errorf("not allowed by policy: %s", u)
 		}
 	}
-	reach := testenv.Ping(client.NS, victim.Addr, 3)
+	reach := testenv.Ping(client.NS, victim.Addr, 10)
 	if reach != nil {
 		t.Errorf("the victim pod %s is not reachable from node-2: %v", victim.Addr, reach)
 	}
