@@ -65,8 +65,11 @@ func (a *Allocator) readAll(ctx context.Context) (*snapshotAll, error) {
 	}
 	for _, kv := range res[1] {
 		var b Block
-		if err := decode(kv, &b); err == nil {
-			err = b.check()
+		err := decode(kv, &b)
+		if err == nil {
+			if err = b.check(); err != nil {
+				err = fmt.Errorf("%s: %w", kv.Key, err)
+			}
 		}
 		if err != nil {
 			s.bad = append(s.bad, err.Error())

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -236,8 +235,6 @@ func (l *live) remove(addr string) {
 	delete(l.by, addr)
 	l.mu.Unlock()
 }
-
-var errKilled = errors.New("killed")
 
 // podPool is a few reusable pod namespaces per node (creating one per
 // cycle would be most of the cost).
