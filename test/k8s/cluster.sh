@@ -15,7 +15,8 @@
 # tainted NoSchedule as on kind), worker and worker2 — each with its own
 # network, mount and UTS namespaces, containerd, kubelet and kube-proxy.
 # CLUSTER=name (and CLUSTER_INDEX=N) run a second cluster beside the first;
-# WORKERS=N makes N workers (default 2), each node in a zone of its own.
+# WORKERS=N makes N workers (default 2), ZONES=M spreads them over M zones
+# (default: a zone each).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

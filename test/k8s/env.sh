@@ -25,16 +25,18 @@ POD_CIDR=10.244.0.0/16
 CLUSTER_DOMAIN=cluster.local
 # Node names as kind spells them; the control plane is a node too (it runs
 # brindle, so the apiserver reaches pod addresses), tainted NoSchedule.
-# WORKERS=N (default 2; a running cluster keeps the number it was made with) workers: worker, worker2, ... at .11, .12, ...;
-# each node is in its own zone (topology.kubernetes.io/zone zone-1, ...),
-# the control plane in zone-1.
+# WORKERS=N (default 2; a running cluster keeps the number it was made with)
+# workers: worker, worker2, ... at .11, .12, ...;
+# worker i is in zone ((i-1) mod ZONES)+1 (topology.kubernetes.io/zone zone-1,
+# ...; ZONES defaults to one zone per worker), the control plane in zone-1.
 WORKERS=${WORKERS:-$(cat "$STATE/workers" 2>/dev/null || echo 2)}
+ZONES=${ZONES:-$WORKERS}
 NODES=(control-plane)
 declare -A NODE_IP=([control-plane]=$UNDERLAY.10)
 declare -A NODE_ZONE=([control-plane]=zone-1)
 for ((_i = 1; _i <= WORKERS; _i++)); do
 	_n=worker; [ "$_i" -gt 1 ] && _n=worker$_i
-	NODES+=("$_n"); NODE_IP[$_n]=$UNDERLAY.$((10 + _i)); NODE_ZONE[$_n]=zone-$_i
+	NODES+=("$_n"); NODE_IP[$_n]=$UNDERLAY.$((10 + _i)); NODE_ZONE[$_n]=zone-$(( (_i - 1) % ZONES + 1 ))
 done
 unset _i _n
 node_name() { if [ "$1" = control-plane ]; then echo "$CLUSTER-control-plane"; else echo "$CLUSTER-$1"; fi; }
