@@ -54,6 +54,8 @@ type Controller struct {
 
 	mu      sync.Mutex
 	missing map[string]time.Time // handle -> when its pod was first seen gone
+	// claimLogged are deleted Nodes whose brindled was seen running (logged once).
+	claimLogged map[string]bool
 }
 
 // NewController builds the controller; Run drives it.
@@ -78,7 +80,7 @@ func NewController(cfg ControllerConfig) *Controller {
 		sts:     tf.Apps().V1().StatefulSets().Informer(),
 		svc:     tf.Networking().V1().ServiceCIDRs().Informer(),
 		trigger: make(chan struct{}, 1),
-		missing: map[string]time.Time{},
+		missing: map[string]time.Time{}, claimLogged: map[string]bool{},
 	}
 	// Only what must be acted on at once pokes a pass: a deleted Node (its
 	// routes and blocks), a changed ServiceCIDR. Pods and StatefulSets

@@ -164,8 +164,30 @@ func TestControllerGarbageCollection(t *testing.T) {
 		t.Errorf("service cidrs not published: %v %v", svc, err)
 	}
 
-	// The Node n2 is deleted.
+	// The Node n2 is deleted while n2's brindled still runs (it holds
+	// its name claim): nothing of n2 is released, pass after pass.
+	claim := ipam.Prefix + "nodeclaims/n2"
+	if _, err := r.etcd.Client.Put(ctx, claim, "192.0.2.2"); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.api.admin.CoreV1().Nodes().Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	passes := func() float64 {
+		return testutil.ToFloat64(metrics.Syncs.WithLabelValues("ok")) + testutil.ToFloat64(metrics.Syncs.WithLabelValues("error"))
+	}
+	before := passes()
+	waitFor(t, 60*time.Second, "three controller passes after n2's deletion", func() bool { return passes() >= before+3 })
+	if res, err := r.etcd.Client.Get(ctx, ipam.Prefix+"nodes/n2"); err != nil || len(res.Kvs) != 1 {
+		t.Fatalf("n2's node record released while its brindled holds its name claim: %v %v", res, err)
+	}
+	for _, h := range []string{"c-on-n2.eth0", "tunnel-n2"} {
+		if !r.has(t, h) {
+			t.Errorf("%s released while n2's brindled still runs", h)
+		}
+	}
+	// n2's brindled stops: its claim goes, and n2 with it.
+	if _, err := r.etcd.Client.Delete(ctx, claim); err != nil {
 		t.Fatal(err)
 	}
 	deleted := time.Now()
@@ -173,7 +195,7 @@ func TestControllerGarbageCollection(t *testing.T) {
 		res, err := r.etcd.Client.Get(ctx, ipam.Prefix+"nodes/n2")
 		return err == nil && len(res.Kvs) == 0
 	})
-	t.Logf("node record of a deleted Node gone after %s", time.Since(deleted).Round(time.Millisecond))
+	t.Logf("node record of a deleted Node gone %s after its brindled's name claim went", time.Since(deleted).Round(time.Millisecond))
 	for h, want := range map[string]bool{"c-on-n2.eth0": false, "tunnel-n2": false,
 		ipam.StickyHandleID("apps", "web-0", "eth0"): true, ipam.StickyHandleID("apps", "web-1", "eth0"): true, "c-live.eth0": true} {
 		if r.has(t, h) != want {

@@ -39,8 +39,9 @@ func (c *Controller) syncServiceCIDRs(ctx context.Context) error {
 // deleted: its IPAM first (ipam.ReleaseNode: sticky addresses are kept),
 // then its node record, upon which its peers drop their sessions with it
 // and its routes. Only records brindled wrote for a Kubernetes Node
-// (kubernetesNode) are judged, and a Node missing from the cache is looked
-// up before anything is released.
+// (kubernetesNode) are judged, a Node missing from the cache is looked up
+// before anything is released, and nothing is released while the node's
+// brindled still runs (holds its name claim).
 func (c *Controller) gcNodes(ctx context.Context) error {
 	res, err := c.cfg.Etcd.Get(ctx, ipam.Prefix+"nodes/", clientv3.WithPrefix())
 	if err != nil {
@@ -62,6 +63,25 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 			}
 			continue
 		}
+		// A machine whose brindled still runs is alive, whatever became of
+		// its Node: its pods still use their addresses, and a kubelet that
+		// registers the Node again finds them. Its brindled holds the name
+		// claim (bgpd.NameClaim, an etcd lease of 30 s kept alive while it
+		// runs); once the claim lapses (the machine is dead, or brindled
+		// was stopped with its pod) the node is released.
+		claim, err := c.cfg.Etcd.Get(ctx, nodeClaimKey(n.Name), clientv3.WithCountOnly())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read the name claim of node %s: %w", n.Name, err))
+			continue
+		}
+		if claim.Count > 0 {
+			if !c.claimLogged[n.Name] {
+				c.claimLogged[n.Name] = true
+				c.cfg.Log.Info("node deleted from Kubernetes, but its brindled still runs; released once it stops", "deletedNode", n.Name)
+			}
+			continue
+		}
+		delete(c.claimLogged, n.Name)
 		rel, err := c.cfg.Alloc.ReleaseNode(ctx, n.Name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("release node %s: %w", n.Name, err))
@@ -71,7 +91,9 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 		for _, h := range rel.Released {
 			addrs += len(h.Addrs)
 		}
-		tr, err := c.cfg.Etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
+		// (and a brindled starting meanwhile keeps its record)
+		tr, err := c.cfg.Etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision),
+			clientv3.Compare(clientv3.CreateRevision(nodeClaimKey(n.Name)), "=", 0)).
 			Then(clientv3.OpDelete(string(kv.Key))).Commit()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("delete node record %s: %w", n.Name, err))
@@ -89,6 +111,9 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// nodeClaimKey is the key of a node's name claim (bgpd.NameClaim).
+func nodeClaimKey(node string) string { return ipam.Prefix + "nodeclaims/" + node }
 
 // gcPods releases the allocations whose pod is gone from the API (by UID)
 // for longer than PodGrace, as this controller saw it. A pod is created in
