@@ -22,7 +22,7 @@ TESTFLAGS ?= -race -count=1 -timeout 40m
 FAULTS_ETCD_OUTAGE ?= 60s
 FUZZTIME ?= 30s
 
-.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture bench-policy bench image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-conformance k8s-network k8s-netpol
+.PHONY: all deps build refplugins testbins kubetest-bins test lint demo bench-cni bench-ipam bench-bgp bench-dataplane bench-capture bench-policy bench image kind-conformance clean k8s-build k8s-up k8s-down k8s-check k8s-e2e k8s-kube k8s-conformance k8s-network k8s-netpol
 
 all: build
 
@@ -146,6 +146,10 @@ k8s-check:
 # a DaemonSet rollout under traffic, address release, 50 pods at once.
 k8s-e2e:
 	test/k8s/smoke.sh
+# Garbage collection from the API on a dead node (issue 10): a kubelet frozen,
+# a pod force-deleted, a Node deleted; minutes of grace (docs/kubernetes.md).
+k8s-kube:
+	BRINDLE_SMOKE_DESTRUCTIVE=1 BRINDLE_SMOKE_NODECTL=$(CURDIR)/test/k8s/kubenode.sh test/k8s/smoke.sh -run 'TestKubeDestructive'
 # Upstream's network conformance tests (the 45 [sig-network] [Conformance]).
 k8s-conformance:
 	test/k8s/e2e.sh conformance --label-filter='Conformance && sig-network'
