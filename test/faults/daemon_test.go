@@ -35,6 +35,30 @@ func established(l *lab.Lab, n *lab.Node) error {
 	return nil
 }
 
+// establishedWithAS is established, with every session to another node
+// configured with the cluster AS asn: both ends have applied it (a mesh
+// session with a node still on the old AS does not establish), not just
+// kept the sessions they had.
+func establishedWithAS(l *lab.Lab, n *lab.Node, asn uint32) error {
+	if err := established(l, n); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := n.Status(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range st.Peers {
+		for _, o := range l.Nodes {
+			if o != n && p.Address == o.Addr.Addr().String() && (p.ASN != asn || p.State != "Established") {
+				return fmt.Errorf("%s: session with %s on AS %d (%s), want AS %d established", n.Name, o.Name, p.ASN, p.State, asn)
+			}
+		}
+	}
+	return nil
+}
+
 func peersOf(st *bgpd.Status) []string {
 	var out []string
 	for _, p := range st.Peers {

@@ -118,8 +118,11 @@ func TestMalformedRecords(t *testing.T) {
 	if err := l.PutBGPConfig(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
+	// Every node has applied it (not merely kept its old sessions) before
+	// it is mangled: a node that never saw the valid value keeps the one
+	// before it (generous wait: the speakers restart in place).
 	for _, n := range l.Nodes {
-		if err := eventually(30*time.Second, func() error { return established(l, n) }); err != nil {
+		if err := eventually(2*time.Minute, func() error { return establishedWithAS(l, n, cfg.Spec.ASNumber) }); err != nil {
 			t.Fatal(err)
 		}
 	}
