@@ -19,17 +19,21 @@ targets=(
   "./conf FuzzParseIPReservations" # IPReservation YAML (brindle and Calico forms)
   "./kube/podinfo FuzzParse"     # pod and namespace annotations from the Kubernetes API
 )
+# How many inputs the engine has written for a target (0 when it has no
+# testdata/fuzz directory: find fails there, which pipefail would turn into
+# the end of the script).
+corpus() { if [ -d "$1" ]; then find "$1" -type f | wc -l; else echo 0; fi; }
 start=$SECONDS
 for t in "${targets[@]}"; do
   set -- $t
   pkg=$1 name=$2
   for try in 1 2; do
-    before=$(find "$pkg/testdata/fuzz/$name" -type f 2>/dev/null | wc -l)
+    before=$(corpus "$pkg/testdata/fuzz/$name")
     if "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" >"/tmp/brindle-fuzz-$name.log" 2>&1; then
       echo "fuzz $name: $(grep -o 'execs: [0-9]*' "/tmp/brindle-fuzz-$name.log" | tail -1) in $FUZZTIME, no finding"
       break
     fi
-    after=$(find "$pkg/testdata/fuzz/$name" -type f 2>/dev/null | wc -l)
+    after=$(corpus "$pkg/testdata/fuzz/$name")
     if [ "$after" -gt "$before" ]; then
       echo "fuzz $name: FINDING (see $pkg/testdata/fuzz/$name):" >&2
       tail -30 "/tmp/brindle-fuzz-$name.log" >&2
