@@ -83,14 +83,15 @@ demo: build testbins
 # behind, even when it fails half way (test/benchreport).
 
 # ADD/DEL latency through libcni, brindle + brindle-ipam against ptp +
-# host-local at 1 and 8 at a time, and 110 pods ADDed at once.
-bench-cni: deps build refplugins testbins
+# host-local at 1 and 8 at a time, and 110 pods ADDed at once; pod
+# annotations read through a real kube-apiserver (kubetest-bins).
+bench-cni: deps build refplugins testbins kubetest-bins
 	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
 
 # IPAM allocations/s (1, 8, 32 workers; 1 and 10 nodes; real etcd), with
 # and without the node-local queue, then bench-cni (which compares against
 # ptp + host-local in the same run).
-bench-ipam: deps build refplugins testbins
+bench-ipam: deps build refplugins testbins kubetest-bins
 	$(GO) run ./test/benchipam
 	$(GO) run ./test/benchcni -bin $(abspath $(BIN))
 

@@ -111,9 +111,11 @@ func run(pods, rounds int, bin string) error {
 	// Reading pods' annotations in Kubernetes (kube.go), when the
 	// apiserver's binaries are there.
 	kb, err := startKube(host.NS, pods)
+	noKube := ""
 	switch {
 	case errors.Is(err, kubetest.ErrMissing):
-		fmt.Fprintf(os.Stderr, "no Kubernetes scenarios: %v (make kubetest-bins)\n", err)
+		noKube = fmt.Sprintf("no annotations table: %v (make kubetest-bins builds what it needs)", err)
+		fmt.Fprintln(os.Stderr, "benchcni:", noKube)
 	case err != nil:
 		return fmt.Errorf("kubernetes: %w", err)
 	default:
@@ -180,6 +182,9 @@ func run(pods, rounds int, bin string) error {
 		if err := kb.paired(sec, host, bin, pods*rounds); err != nil {
 			return fmt.Errorf("annotations: %w", err)
 		}
+	}
+	if noKube != "" {
+		sec.Note("%s", noKube)
 	}
 	if err := burst(sec, host, bin, burstPods, burstRounds); err != nil {
 		return err
