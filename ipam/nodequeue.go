@@ -189,14 +189,29 @@ func (w *waiter) result() (queuedResult, bool) {
 // clearResult removes a result that asked the waiter to try again.
 func (w *waiter) clearResult() { _ = os.Remove(filepath.Join(w.box, "res")) }
 
+// withdraw removes w's request from the queue, so that no holder takes it
+// into a transaction or passes it the turn: for a waiter that has become
+// the holder itself, before it makes its transaction (the request would
+// otherwise be seen, still locked and unanswered, by the next holder in the
+// moment between this one's unlock and its close, and made a second time).
+func (w *waiter) withdraw() { _ = os.Remove(w.path) }
+
 // close removes w's files and gives up its place.
 func (w *waiter) close() {
 	if w.watch != nil {
 		_ = w.watch.Close()
 	}
-	_ = os.RemoveAll(w.box)
+	w.withdraw()
+	// A holder may be delivering into the mailbox as it goes (a turn passed
+	// just before the request was withdrawn): a file created after
+	// RemoveAll listed the directory makes its rmdir fail (ENOTEMPTY), so
+	// it tries again. Once the directory is gone, a delivery fails.
+	for range 10 {
+		if err := os.RemoveAll(w.box); err == nil {
+			break
+		}
+	}
 	if w.fd >= 0 {
-		_ = os.Remove(w.path)
 		_ = unix.Close(w.fd)
 		w.fd = -1
 	}
