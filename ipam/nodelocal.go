@@ -118,7 +118,11 @@ func (l *NodeLocal) run(ctx context.Context, a *Allocator, p *pending) ([]Handle
 	// Wait for a result, or for the lock: the last holder passes the turn
 	// to the oldest request it left waiting; polling covers a holder that
 	// was killed before it could.
-	poll := time.NewTicker(queuePoll)
+	interval := queuePoll
+	if w != nil && w.watch == nil {
+		interval = queueFastPoll // no inotify: nothing tells it of its result
+	}
+	poll := time.NewTicker(interval)
 	defer poll.Stop()
 	var lastErr error
 	var events <-chan struct{}
@@ -176,6 +180,10 @@ const (
 // queuePoll is how often a waiter tries the lock without being told to:
 // only a holder killed before it could pass the turn makes that needed.
 const queuePoll = 25 * time.Millisecond
+
+// queueFastPoll is how often a waiter without an inotify watch on its
+// mailbox looks for its result (and tries the lock).
+const queueFastPoll = 2 * time.Millisecond
 
 // holdAndPass makes the transaction with the lock held, releases it and
 // passes the turn on.

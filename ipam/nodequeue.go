@@ -114,8 +114,12 @@ func (l *NodeLocal) enqueue(p *pending, deadline time.Time) (*waiter, error) {
 		return nil, err
 	}
 	if err := w.watchBox(); err != nil {
-		w.close()
-		return nil, err
+		// No inotify instance to be had: fs.inotify.max_user_instances
+		// (128 by default) counts every process of the user, and on a
+		// node kubelet, containerd and their kin hold many. The waiter
+		// keeps its place in the queue (the holder batches it as any
+		// other) and polls its mailbox instead (queueFastPoll).
+		w.watch = nil
 	}
 	b, _ := json.Marshal(queuedRequest{V: 1, Deadline: deadline.UTC(), Req: p.req})
 	tmp := filepath.Join(l.Dir, queueDir, tmpPrefix+id)
@@ -145,11 +149,14 @@ func (l *NodeLocal) enqueue(p *pending, deadline time.Time) (*waiter, error) {
 	return w, nil
 }
 
+// inotifyInit is unix.InotifyInit1; tests make it fail.
+var inotifyInit = unix.InotifyInit1
+
 // watchBox signals w.events whenever a file is renamed into the mailbox.
 // The inotify descriptor is non-blocking and read through the runtime's
 // poller, so close ends the reader.
 func (w *waiter) watchBox() error {
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	fd, err := inotifyInit(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return err
 	}

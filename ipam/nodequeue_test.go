@@ -1,10 +1,14 @@
 package ipam
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func queuedAssign(t *testing.T, handle string) *pending {
@@ -72,6 +76,55 @@ func TestNodeQueueCloseWhileDelivering(t *testing.T) {
 		}
 	}
 	if left := queueLeft(t, l.Dir); len(left) != 0 {
+		t.Fatalf("queue files left: %v", left)
+	}
+}
+
+// With no inotify instance to be had (fs.inotify.max_user_instances is
+// shared with every process of the user: on a busy host all 128 were in
+// use), concurrent ADDs still queue and are combined into few
+// transactions: each waiter polls its mailbox instead of waiting for the
+// lock on its own.
+func TestNodeLocalWithoutInotify(t *testing.T) {
+	inotifyInit = func(int) (int, error) { return -1, unix.EMFILE }
+	t.Cleanup(func() { inotifyInit = unix.InotifyInit1 })
+	base, _ := newAllocOn(t, "http")
+	addPool(t, base, "default", "10.244.0.0/16", nil)
+	tc := &tripCounter{Store: base.Store}
+	dir := t.TempDir()
+	const n = 40
+	var mu sync.Mutex
+	var all []HandleAddr
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			a := localAlloc(tc, dir, "n1")
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			has, err := a.Assign(ctx, AssignRequest{Handle: fmt.Sprintf("c%02d.eth0", i), Node: "n1", IPv4: true})
+			if err != nil {
+				t.Errorf("assign %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			all = append(all, has...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	checkAllocs(t, base, map[string][]HandleAddr{"n1": all})
+	if len(all) != n {
+		t.Fatalf("%d addresses for %d ADDs", len(all), n)
+	}
+	commits := tc.commits.Load()
+	t.Logf("%d ADDs without inotify in %d commits", n, commits)
+	if commits >= n {
+		t.Fatalf("%d concurrent ADDs took %d commits: nothing was combined", n, commits)
+	}
+	if left := queueLeft(t, dir); len(left) != 0 {
 		t.Fatalf("queue files left: %v", left)
 	}
 }
