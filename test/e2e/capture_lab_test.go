@@ -68,7 +68,9 @@ func TestCapture(t *testing.T) {
 	// Noise while captures run: other pods on both nodes, node to node,
 	// node to pod.
 	noise := func(from ns.NetNS, to netip.Addr) {
-		cmd := exec.Command("ping", "-q", "-c", "600", "-i", "0.1", to.String())
+		// Until the test ends (killed at cleanup), however long a loaded
+		// machine makes it.
+		cmd := exec.Command("ping", "-q", "-i", "0.1", to.String())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if _, err := testenv.StartIn(from, cmd); err != nil {
 			t.Fatal(err)
@@ -93,7 +95,7 @@ func TestCapture(t *testing.T) {
 
 	t.Run("exactly the pod's packets, from another node", func(t *testing.T) {
 		file := filepath.Join(dir, "talker.pcap")
-		wait, _ := startCapture(t, l, n1, k, file, "default/talker", "--duration", "5s")
+		wait, _ := startCapture(t, l, n1, k, file, "default/talker", "--duration", "20s")
 		talk()
 		stderr, err := wait()
 		if err != nil || !strings.Contains(stderr, "capture ended (duration)") {
@@ -154,9 +156,9 @@ func TestCapture(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				file := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".pcap")
-				wait, _ := startCapture(t, l, n1, k, file, append([]string{"default/talker", "--duration", "4s"}, tc.args...)...)
+				wait, cmd := startCapture(t, l, n1, k, file, append([]string{"default/talker", "--duration", "1m"}, tc.args...)...)
 				talk()
-				if stderr, err := wait(); err != nil {
+				if stderr, err := interrupt(cmd, wait); err != nil {
 					t.Fatalf("%v\n%s", err, stderr)
 				}
 				all := len(tsharkFields(t, file, "", "frame.number"))
@@ -197,15 +199,16 @@ func TestCapture(t *testing.T) {
 			t.Errorf("duration over the node's limit: %v\n%s", err, out)
 		}
 		// Concurrency: two at once run, a third is refused.
-		w1, _ := startCapture(t, l, n1, k, filepath.Join(dir, "c1.pcap"), "default/talker", "--duration", "6s")
-		w2, _ := startCapture(t, l, n2, k, filepath.Join(dir, "c2.pcap"), "default/talker", "--duration", "6s", "--via", "local")
+		w1, c1 := startCapture(t, l, n1, k, filepath.Join(dir, "c1.pcap"), "default/talker", "--duration", "1m")
+		w2, c2 := startCapture(t, l, n2, k, filepath.Join(dir, "c2.pcap"), "default/talker", "--duration", "1m", "--via", "local")
 		out, err = runIn(n1.NS, ctlCmd(t, l, n1, k, "capture", "default/talker", "--duration", "2s", "-o", filepath.Join(dir, "c3.pcap")))
 		if exitCode(err) != 1 || !strings.Contains(out, "2 captures already running") {
 			t.Errorf("third capture: %v\n%s", err, out)
 		}
 		talk()
+		cmds := []*exec.Cmd{c1, c2}
 		for i, w := range []func() (string, error){w1, w2} {
-			if stderr, err := w(); err != nil {
+			if stderr, err := interrupt(cmds[i], w); err != nil {
 				t.Errorf("capture %d: %v\n%s", i+1, err, stderr)
 			}
 		}
@@ -219,9 +222,7 @@ func TestCapture(t *testing.T) {
 		file := filepath.Join(dir, "interrupted.pcap")
 		wait, cmd := startCapture(t, l, n1, k, file, "default/talker", "--duration", "1m")
 		talk()
-		time.Sleep(300 * time.Millisecond)
-		cmd.Process.Signal(os.Interrupt)
-		stderr, err := wait()
+		stderr, err := interrupt(cmd, wait)
 		if err != nil || !strings.Contains(stderr, "(interrupted)") {
 			t.Fatalf("after SIGINT: %v\n%s", err, stderr)
 		}
@@ -232,9 +233,9 @@ func TestCapture(t *testing.T) {
 
 	t.Run("every pod of a node", func(t *testing.T) {
 		file := filepath.Join(dir, "node-2.pcapng")
-		wait, _ := startCapture(t, l, n1, k, file, "--node", "node-2", "--duration", "4s")
+		wait, cmd := startCapture(t, l, n1, k, file, "--node", "node-2", "--duration", "1m")
 		talk()
-		if stderr, err := wait(); err != nil {
+		if stderr, err := interrupt(cmd, wait); err != nil {
 			t.Fatalf("%v\n%s", err, stderr)
 		}
 		names := map[string]bool{}
@@ -259,10 +260,10 @@ func TestCapture(t *testing.T) {
 		}
 		t.Logf("multi: eth0 %s (%s), net1 %s (%s)", multi.Addr, multi.HostVeth, addr1, veth1)
 		file := filepath.Join(dir, "multi.pcapng")
-		wait, _ := startCapture(t, l, n1, k, file, "default/multi", "--all-interfaces", "--protocol", "icmp", "--duration", "4s")
+		wait, cmd := startCapture(t, l, n1, k, file, "default/multi", "--all-interfaces", "--protocol", "icmp", "--duration", "1m")
 		run(t, peer2.NS, "ping", "-c", "3", "-i", "0.2", multi.Addr.String())
 		lab.Run(peer2.NS, "ping", "-c", "3", "-i", "0.2", "-W", "1", addr1.String()) // replies leave by eth0: only the requests matter
-		if stderr, err := wait(); err != nil {
+		if stderr, err := interrupt(cmd, wait); err != nil {
 			t.Fatalf("%v\n%s", err, stderr)
 		}
 		per := map[string]int{}
@@ -362,14 +363,27 @@ func TestCapture(t *testing.T) {
 		}
 		file := filepath.Join(dir, "kube.pcap")
 		cmd := exec.Command(filepath.Join(bin, "brindlectl"), "capture", "default/talker", "--via", "kube", "--kubectl", kubectl,
-			"--nodeapi-socket", filepath.Join(dir, "none.sock"), "--duration", "4s", "-o", file)
+			"--nodeapi-socket", filepath.Join(dir, "none.sock"), "--duration", "1m", "-o", file)
+		out := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
 		errc := make(chan error, 1)
-		var out []byte
-		go func() { var err error; out, err = cmd.CombinedOutput(); errc <- err }()
-		time.Sleep(time.Second)
+		go func() { errc <- cmd.Wait() }()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			if fi, err := os.Stat(file); err == nil && fi.Size() >= 24 {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("capture --via kube: no pcap header after 1m\n%s", out)
+			}
+		}
 		talk()
-		if err := <-errc; err != nil || !strings.Contains(string(out), "capture ended (duration)") {
-			t.Fatalf("capture --via kube: %v\n%s", err, out)
+		wait := func() (string, error) { err := <-errc; return out.String(), err }
+		if o, err := interrupt(cmd, wait); err != nil || !strings.Contains(o, "(interrupted)") {
+			t.Fatalf("capture --via kube: %v\n%s", err, o)
 		}
 		if n := len(tsharkFields(t, file, "http.request", "frame.number")); n != 2 {
 			t.Errorf("--via kube: %d HTTP requests, want 2", n)

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -109,14 +110,17 @@ func ctlCmd(t *testing.T, l *lab.Lab, n *lab.Node, k pki, args ...string) *exec.
 func startCapture(t *testing.T, l *lab.Lab, n *lab.Node, k pki, file string, args ...string) (wait func() (string, error), cmd *exec.Cmd) {
 	t.Helper()
 	cmd = ctlCmd(t, l, n, k, append([]string{"capture", "-o", file}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	done, err := testenv.StartIn(n.NS, cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// Generous: on a loaded machine the CLI, the node API and the
+	// sockets of every interface can take a while; the capture is live
+	// once the header is written (all sources are open by then).
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if fi, err := os.Stat(file); err == nil && fi.Size() >= 24 {
 			break
@@ -127,7 +131,7 @@ func startCapture(t *testing.T, l *lab.Lab, n *lab.Node, k pki, file string, arg
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("brindlectl capture %v: no pcap header after 10s\n%s", args, stderr.String())
+			t.Fatalf("brindlectl capture %v: no pcap header after 60s\n%s", args, stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -135,11 +139,40 @@ func startCapture(t *testing.T, l *lab.Lab, n *lab.Node, k pki, file string, arg
 		select {
 		case err := <-done:
 			return stderr.String(), err
-		case <-time.After(60 * time.Second):
+		case <-time.After(2 * time.Minute):
 			cmd.Process.Kill()
 			return stderr.String(), fmt.Errorf("brindlectl capture %v did not end", args)
 		}
 	}, cmd
+}
+
+// interrupt ends a capture started with a long --duration the way Ctrl-C
+// does, once the traffic it should hold has been sent (a second for the
+// last packets to reach the file), and returns what wait returns. Tests
+// that are not about the duration limit end captures this way, so that a
+// slow machine cannot end them before the traffic.
+func interrupt(cmd *exec.Cmd, wait func() (string, error)) (string, error) {
+	time.Sleep(time.Second)
+	_ = cmd.Process.Signal(os.Interrupt)
+	return wait()
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // tsharkFields reads a capture file with tshark and returns one line per
