@@ -333,3 +333,42 @@ func TestCNISticky(t *testing.T) {
 		t.Fatalf("sticky ReplicaSet pod: %v", err)
 	}
 }
+
+// Every CNI version a conflist may name: the plugin reads the pod's
+// annotations (its fixed address) and records the pod's UID, by which the
+// controller's GC judges the allocation, the same way; DEL releases it.
+func TestCNIVersions(t *testing.T) {
+	r := newCNIRig(t)
+	r.api.makeNamespace(t, "apps", nil)
+	for i, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		ip := fmt.Sprintf("10.60.1.%d", i+1)
+		name := "pod-" + strings.ReplaceAll(v, ".", "-")
+		uid := string(r.api.makePod(t, "apps", name, "node-1", map[string]string{podinfo.IPAddrs: `["` + ip + `"]`}, nil).UID)
+		l, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": %q, "name": "k8s-pod-network",
+			"plugins": [{"type": "brindle-ipam",
+				"ipam": {"etcd_endpoints": %q, "nodename": "node-1", "nodename_file": %q, "timeout_seconds": 30}}]}`,
+			v, r.etcd, filepath.Join(r.dir, "nodename"))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// brindled's socket, found next to the nodename file as in a node.
+		id := "c-" + name
+		start := time.Now()
+		got, err := r.add(t, l, id, "apps", name, uid)
+		t.Logf("cniVersion %s: ADD gave %s in %s", v, got, time.Since(start).Round(time.Millisecond))
+		if err != nil || got != ip {
+			t.Errorf("cniVersion %s: ADD gave %q, %v; want the annotation's %s", v, got, err, ip)
+			continue
+		}
+		h, err := r.alloc.HandleOf(ctxT(t), id+".eth0")
+		if err != nil || h == nil || h.Attrs[ipam.AttrPodUID] != uid {
+			t.Errorf("cniVersion %s: handle %+v (%v); want the pod's UID %s recorded", v, h, err, uid)
+		}
+		if err := r.cni.DelNetworkList(ctxT(t), l, rt(id, "apps", name, uid)); err != nil {
+			t.Errorf("cniVersion %s: DEL: %v", v, err)
+		}
+		if h, _ := r.alloc.HandleOf(ctxT(t), id+".eth0"); h != nil {
+			t.Errorf("cniVersion %s: DEL left the handle %+v", v, h)
+		}
+	}
+}
