@@ -62,16 +62,20 @@ func TestMalformedRecords(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second) // a reconcile or two on every node
 
+	// What the figures line says is what was seen.
+	unaffected := true
 	for _, n := range l.Nodes {
 		if !n.Alive() || n.PID() != pids[n.Name] {
 			t.Errorf("%s: brindled restarted or exited", n.Name)
 		}
 		if err := established(l, n); err != nil {
 			t.Errorf("%v", err)
+			unaffected = false
 		}
 	}
 	if err := testenv.Ping(a.NS, b.Addr, 3); err != nil {
 		t.Errorf("pod to pod with malformed records around: %v", err)
+		unaffected = false
 	}
 	c, err := l.Nodes[0].AddPod(ctx, "c")
 	if err != nil {
@@ -82,6 +86,7 @@ func TestMalformedRecords(t *testing.T) {
 	}
 	if err := testenv.Ping(b.NS, c.Addr, 3); err != nil {
 		t.Errorf("new pod from node-2: %v", err)
+		unaffected = false
 	}
 	logb, _ := os.ReadFile(l.Nodes[0].LogFile())
 	var missing []string
@@ -132,23 +137,28 @@ func TestMalformedRecords(t *testing.T) {
 		}
 	}
 	time.Sleep(3 * time.Second)
+	keptUp := true
 	for _, n := range l.Nodes {
 		if err := established(l, n); err != nil {
 			t.Errorf("after the pool and bgp/config were mangled: %v", err)
+			keptUp = false
 		}
 	}
 	if err := testenv.Ping(a.NS, b.Addr, 3); err != nil {
 		t.Errorf("pod to pod after the pool in force was mangled: %v", err)
+		keptUp = false
 	}
-	logb, _ = os.ReadFile(l.Nodes[0].LogFile())
-	kept := strings.Count(string(logb), "keeping its last valid value")
-	figures(t, "%d malformed records written (wrong types, garbage, an overlapping pool, 1 MiB values, a newer schema): brindled restarted 0 times, sessions up, pods reachable, a new ADD got %s, fresh IPAM got %v, %d of them named in the log; the pool in force and bgp/config mangled: last valid values kept (%d log lines), sessions and pings unaffected",
-		len(bad), c.Addr, addrOf(fresh), len(bad)-len(missing), kept)
+	restarted := 0
 	for _, n := range l.Nodes {
 		if !n.Alive() || n.PID() != pids[n.Name] {
 			t.Errorf("%s: brindled restarted or exited", n.Name)
+			restarted++
 		}
 	}
+	logb, _ = os.ReadFile(l.Nodes[0].LogFile())
+	kept := strings.Count(string(logb), "keeping its last valid value")
+	figures(t, "%d malformed records written (wrong types, garbage, an overlapping pool, 1 MiB values, a newer schema): sessions up and pods reachable: %v, a new ADD got %s, fresh IPAM got %v, %d of them named in the log; the pool in force and bgp/config mangled: last valid values kept (%d log lines), sessions and pings unaffected: %v; brindleds restarted: %d",
+		len(bad), unaffected, c.Addr, addrOf(fresh), len(bad)-len(missing), kept, keptUp, restarted)
 }
 
 func addrOf(has []ipam.HandleAddr) string {
