@@ -120,35 +120,46 @@ func (c *cluster) pod(name, node string, spec corev1.PodSpec, labels map[string]
 
 func (c *cluster) create(name, node string, spec corev1.PodSpec, labels map[string]string) *corev1.Pod {
 	c.t.Helper()
+	return c.createIn(c.ns, metav1.ObjectMeta{Name: name, Labels: labels}, node, spec)
+}
+
+// createIn makes the pod in namespace ns on node, with a 1 s grace period
+// (not waiting for it to run).
+func (c *cluster) createIn(ns string, meta metav1.ObjectMeta, node string, spec corev1.PodSpec) *corev1.Pod {
+	c.t.Helper()
 	spec.NodeName = node
-	zero := int64(1)
-	spec.TerminationGracePeriodSeconds = &zero
-	p, err := c.cs.CoreV1().Pods(c.ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-		Spec:       spec,
-	}, metav1.CreateOptions{})
+	one := int64(1)
+	spec.TerminationGracePeriodSeconds = &one
+	p, err := c.cs.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{ObjectMeta: meta, Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
-		c.t.Fatalf("create pod %s: %v", name, err)
+		c.t.Fatalf("create pod %s/%s: %v", ns, meta.Name, err)
 	}
 	return p
 }
 
 func (c *cluster) waitRunning(name string) *corev1.Pod {
 	c.t.Helper()
+	return c.runningWithin(c.ns, name, 3*time.Minute)
+}
+
+// runningWithin waits up to limit until pod ns/name runs and is ready; a
+// pod that failed ends the wait at once.
+func (c *cluster) runningWithin(ns, name string, limit time.Duration) *corev1.Pod {
+	c.t.Helper()
 	var p *corev1.Pod
-	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, limit, true, func(ctx context.Context) (bool, error) {
 		var err error
-		p, err = c.cs.CoreV1().Pods(c.ns).Get(ctx, name, metav1.GetOptions{})
+		p, err = c.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
 		if p.Status.Phase == corev1.PodFailed {
-			return false, fmt.Errorf("pod %s failed: %s", name, p.Status.Message)
+			return false, fmt.Errorf("pod %s/%s failed: %s", ns, name, p.Status.Message)
 		}
 		return p.Status.Phase == corev1.PodRunning && isReady(p), nil
 	})
 	if err != nil {
-		c.t.Fatalf("pod %s not running: %v (%s)", name, err, c.events(name))
+		c.t.Fatalf("pod %s/%s not running within %s: %v; events: %s", ns, name, limit, err, c.eventsIn(ns, name))
 	}
 	return p
 }
@@ -162,17 +173,7 @@ func isReady(p *corev1.Pod) bool {
 	return false
 }
 
-func (c *cluster) events(pod string) string {
-	ev, err := c.cs.CoreV1().Events(c.ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
-	if err != nil {
-		return err.Error()
-	}
-	var b strings.Builder
-	for _, e := range ev.Items {
-		fmt.Fprintf(&b, "%s: %s; ", e.Reason, e.Message)
-	}
-	return b.String()
-}
+func (c *cluster) events(pod string) string { return c.eventsIn(c.ns, pod) }
 
 func (c *cluster) dumpPods() {
 	pods, err := c.cs.CoreV1().Pods(c.ns).List(context.Background(), metav1.ListOptions{})

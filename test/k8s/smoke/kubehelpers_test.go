@@ -142,34 +142,13 @@ func (c *cluster) deleteNamespace(name string) {
 // waiting for it).
 func (c *cluster) annotated(ns, name, node string, annotations map[string]string) *corev1.Pod {
 	c.t.Helper()
-	spec := netexec()
-	spec.NodeName = node
-	one := int64(1)
-	spec.TerminationGracePeriodSeconds = &one
-	p, err := c.cs.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}, Spec: spec}, metav1.CreateOptions{})
-	if err != nil {
-		c.t.Fatalf("create pod %s/%s: %v", ns, name, err)
-	}
-	return p
+	return c.createIn(ns, metav1.ObjectMeta{Name: name, Annotations: annotations}, node, netexec())
 }
 
 // running waits until pod ns/name runs and is ready.
 func (c *cluster) running(ns, name string) *corev1.Pod {
 	c.t.Helper()
-	var p *corev1.Pod
-	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
-		var err error
-		p, err = c.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
-		}
-		return p.Status.Phase == corev1.PodRunning && isReady(p), nil
-	})
-	if err != nil {
-		c.t.Fatalf("pod %s/%s not running after 4 minutes: %v; events: %s", ns, name, err, c.eventsIn(ns, name))
-	}
-	return p
+	return c.runningWithin(ns, name, 4*time.Minute)
 }
 
 func (c *cluster) eventsIn(ns, pod string) string {
