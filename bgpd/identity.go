@@ -38,7 +38,7 @@ func NewNameClaim(cli *clientv3.Client, name, addr string, log *slog.Logger) *Na
 	return &NameClaim{cli: cli, name: name, addr: addr, log: log}
 }
 
-func (n *NameClaim) key() string { return ipam.Prefix + "nodeclaims/" + n.name }
+func (n *NameClaim) key() string { return ipam.NodeClaimKey(n.name) }
 
 // Claim takes the name, or fails with ErrNameInUse naming the holder. The
 // claim then lives until ctx ends; if etcd loses it (an outage longer than

@@ -42,3 +42,8 @@ func nodeAffinityPrefix(node string) string { return affinityPrefix + node + "/"
 func handleKey(id string) string            { return handlesPrefix + id }
 func nodeKey(node string) string            { return nodesPrefix + node }
 func endpointKey(node, id string) string    { return endpointPrefix + node + "/" + id }
+
+// NodeClaimKey is the full key of a node's name claim: written by its
+// brindled on a lease it keeps alive while it runs (bgpd.NameClaim), read
+// by the Kubernetes controller before it releases a deleted Node.
+func NodeClaimKey(node string) string { return Prefix + "nodeclaims/" + node }

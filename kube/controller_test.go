@@ -166,7 +166,7 @@ func TestControllerGarbageCollection(t *testing.T) {
 
 	// The Node n2 is deleted while n2's brindled still runs (it holds
 	// its name claim): nothing of n2 is released, pass after pass.
-	claim := ipam.Prefix + "nodeclaims/n2"
+	claim := ipam.NodeClaimKey("n2")
 	if _, err := r.etcd.Client.Put(ctx, claim, "192.0.2.2"); err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 		// claim (bgpd.NameClaim, an etcd lease of 30 s kept alive while it
 		// runs); once the claim lapses (the machine is dead, or brindled
 		// was stopped with its pod) the node is released.
-		claim, err := c.cfg.Etcd.Get(ctx, nodeClaimKey(n.Name), clientv3.WithCountOnly())
+		claim, err := c.cfg.Etcd.Get(ctx, ipam.NodeClaimKey(n.Name), clientv3.WithCountOnly())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("read the name claim of node %s: %w", n.Name, err))
 			continue
@@ -93,7 +93,7 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 		}
 		// (and a brindled starting meanwhile keeps its record)
 		tr, err := c.cfg.Etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision),
-			clientv3.Compare(clientv3.CreateRevision(nodeClaimKey(n.Name)), "=", 0)).
+			clientv3.Compare(clientv3.CreateRevision(ipam.NodeClaimKey(n.Name)), "=", 0)).
 			Then(clientv3.OpDelete(string(kv.Key))).Commit()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("delete node record %s: %w", n.Name, err))
@@ -111,9 +111,6 @@ func (c *Controller) gcNodes(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
-// nodeClaimKey is the key of a node's name claim (bgpd.NameClaim).
-func nodeClaimKey(node string) string { return ipam.Prefix + "nodeclaims/" + node }
 
 // gcPods releases the allocations whose pod is gone from the API (by UID)
 // for longer than PodGrace, as this controller saw it. A pod is created in
