@@ -43,28 +43,28 @@ func (p *policyFlags) add(c *cobra.Command) {
 
 // model lists Pods, Namespaces and NetworkPolicies and compiles them the
 // way every node does (policy.Compile on enforcer.ClusterOf).
-func (p *policyFlags) model(ctx context.Context) (*policy.Model, kubernetes.Interface, error) {
+func (p *policyFlags) model(ctx context.Context) (*policy.Model, error) {
 	cfg, err := kubeConfig(p.kubeconfig)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list pods: %w", err)
+		return nil, fmt.Errorf("list pods: %w", err)
 	}
 	nss, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list namespaces: %w", err)
+		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
 	pols, err := cs.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, nil, fmt.Errorf("list networkpolicies: %w", err)
+		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	return policy.Compile(enforcer.ClusterOf(pods.Items, nss.Items, pols.Items)), cs, nil
+	return policy.Compile(enforcer.ClusterOf(pods.Items, nss.Items, pols.Items)), nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {
@@ -120,7 +120,7 @@ func newPolicyShowCmd(a *app) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
 			defer cancel()
-			m, _, err := pf.model(ctx)
+			m, err := pf.model(ctx)
 			if err != nil {
 				return err
 			}
@@ -288,7 +288,7 @@ func newPolicyTestCmd(a *app) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
 			defer cancel()
-			m, _, err := pf.model(ctx)
+			m, err := pf.model(ctx)
 			if err != nil {
 				return err
 			}
@@ -359,7 +359,7 @@ func endpointAddr(m *policy.Model, s string) (netip.Addr, error) {
 
 // podPolicies feeds `brindlectl pod`'s view.
 func podPolicies(ctx context.Context, _ *env, namespace, name string) ([]PodPolicy, error) {
-	m, _, err := (&policyFlags{}).model(ctx)
+	m, err := (&policyFlags{}).model(ctx)
 	if err != nil {
 		return nil, err
 	}
