@@ -114,9 +114,9 @@ func newPolicyShowCmd(a *app) *cobra.Command {
 			"(--brindled, by default this node's when the pod runs here).",
 		Args: exactArgs(1, "NAMESPACE/POD"),
 		RunE: func(c *cobra.Command, args []string) error {
-			ns, name, ok := strings.Cut(args[0], "/")
-			if !ok || ns == "" || name == "" {
-				return usagef(c, "pod %q: want NAMESPACE/POD", args[0])
+			ns, name, err := splitPod(c, args[0])
+			if err != nil {
+				return err
 			}
 			ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
 			defer cancel()
