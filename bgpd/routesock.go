@@ -327,6 +327,19 @@ func (s *RouteSocket) dumpEach(family int, f func([]byte)) error {
 	}
 }
 
+// routeAttrs calls f with each attribute of a route message, stopping at
+// the first malformed one.
+func routeAttrs(m []byte, f func(typ uint16, v []byte)) {
+	for a := m[unix.SizeofRtMsg:]; len(a) >= 4; {
+		l := int(binary.NativeEndian.Uint16(a))
+		if l < 4 || l > len(a) {
+			return
+		}
+		f(binary.NativeEndian.Uint16(a[2:]), a[4:l])
+		a = a[nlmAlign(l):]
+	}
+}
+
 // parseKey decodes a route message into its destination and key, as
 // kernelKey would from the parsed route, without allocating.
 func parseKey(m []byte) (netip.Prefix, routeKey, bool) {
@@ -339,13 +352,7 @@ func parseKey(m []byte) (netip.Prefix, routeKey, bool) {
 	}
 	k := routeKey{typ: int(m[7]), onlink: binary.NativeEndian.Uint32(m[8:])&unix.RTNH_F_ONLINK != 0}
 	var dst netip.Addr
-	for a := m[unix.SizeofRtMsg:]; len(a) >= 4; {
-		l := int(binary.NativeEndian.Uint16(a))
-		t := binary.NativeEndian.Uint16(a[2:])
-		if l < 4 || l > len(a) {
-			break
-		}
-		v := a[4:l]
+	routeAttrs(m, func(t uint16, v []byte) {
 		switch t {
 		case unix.RTA_DST:
 			dst, _ = netip.AddrFromSlice(v)
@@ -361,8 +368,7 @@ func parseKey(m []byte) (netip.Prefix, routeKey, bool) {
 				table = int(binary.NativeEndian.Uint32(v))
 			}
 		}
-		a = a[nlmAlign(l):]
-	}
+	})
 	if table != unix.RT_TABLE_MAIN {
 		return netip.Prefix{}, routeKey{}, false
 	}
@@ -391,13 +397,7 @@ func parseRoute(m []byte) (netlink.Route, bool) {
 	if family == unix.AF_INET6 {
 		bits = 128
 	}
-	for a := m[unix.SizeofRtMsg:]; len(a) >= 4; {
-		l := int(binary.NativeEndian.Uint16(a))
-		t := binary.NativeEndian.Uint16(a[2:])
-		if l < 4 || l > len(a) {
-			break
-		}
-		v := a[4:l]
+	routeAttrs(m, func(t uint16, v []byte) {
 		switch t {
 		case unix.RTA_DST:
 			r.Dst = &net.IPNet{IP: net.IP(append([]byte(nil), v...)), Mask: net.CIDRMask(dstLen, bits)}
@@ -412,8 +412,7 @@ func parseRoute(m []byte) (netlink.Route, bool) {
 				r.Table = int(binary.NativeEndian.Uint32(v))
 			}
 		}
-		a = a[nlmAlign(l):]
-	}
+	})
 	if r.Table != unix.RT_TABLE_MAIN {
 		return netlink.Route{}, false
 	}
