@@ -119,11 +119,10 @@ func (c *Controller) read() (*clusterState, error) {
 	recs.Forget(ipam.Prefix+"nodes/", nodes)
 	for k, v := range nodes {
 		name := strings.TrimPrefix(k, ipam.Prefix+"nodes/")
-		v = recs.Pick(log, k, v, func(b []byte) error { _, err := validNode(b, name); return err })
-		if v == nil {
+		n, ok := pickRecord(recs, log, k, v, func(b []byte) (conf.Node, error) { return validNode(b, name) })
+		if !ok {
 			continue
 		}
-		n, _ := validNode(v, name)
 		st.nodes = append(st.nodes, n)
 		if n.Name == c.cfg.NodeName {
 			st.self, found = n, true
@@ -138,21 +137,19 @@ func (c *Controller) read() (*clusterState, error) {
 	peers := ca.Snapshot(ipam.Prefix + "bgp/peers/")
 	recs.Forget(ipam.Prefix+"bgp/peers/", peers)
 	for k, v := range peers {
-		v = recs.Pick(log, k, v, func(b []byte) error { _, err := validPeer(b); return err })
-		if v == nil {
+		p, ok := pickRecord(recs, log, k, v, validPeer)
+		if !ok {
 			continue
 		}
-		p, _ := validPeer(v)
 		st.peers = append(st.peers, p)
 	}
 	pools := ca.Snapshot(ipam.Prefix + "ippools/")
 	recs.Forget(ipam.Prefix+"ippools/", pools)
 	for k, v := range pools {
-		v = recs.Pick(log, k, v, func(b []byte) error { _, err := validPool(b); return err })
-		if v == nil {
+		p, ok := pickRecord(recs, log, k, v, validPool)
+		if !ok {
 			continue
 		}
-		p, _ := validPool(v)
 		st.pools = append(st.pools, p)
 	}
 	sort.Slice(st.pools, func(i, j int) bool { return st.pools[i].Metadata.Name < st.pools[j].Metadata.Name })
@@ -256,18 +253,15 @@ func BGPConfigInForce(ca *Cache, recs *Records, log *slog.Logger) (conf.BGPConfi
 		recs.Forget(key, nil)
 		return conf.BGPConfiguration{}, false
 	}
-	valid := func(b []byte) (conf.BGPConfiguration, error) {
-		c, err := conf.UnmarshalBGPConfiguration(b)
-		if err == nil {
-			err = c.Validate()
-		}
-		return c, err
+	return pickRecord(recs, log, key, v, validBGPConfig)
+}
+
+func validBGPConfig(b []byte) (conf.BGPConfiguration, error) {
+	c, err := conf.UnmarshalBGPConfiguration(b)
+	if err == nil {
+		err = c.Validate()
 	}
-	if v = recs.Pick(log, key, v, func(b []byte) error { _, err := valid(b); return err }); v == nil {
-		return conf.BGPConfiguration{}, false
-	}
-	c, _ := valid(v)
-	return c, true
+	return c, err
 }
 
 func parseCIDRKey(s string) (netip.Prefix, error) {

@@ -73,3 +73,15 @@ func (r *Records) Forget(prefix string, present map[string][]byte) {
 		}
 	}
 }
+
+// pickRecord is Pick for a record decoded (and validated) by decode: the
+// decoded value in force for key, or false when there is none.
+func pickRecord[T any](r *Records, log *slog.Logger, key string, v []byte, decode func([]byte) (T, error)) (T, bool) {
+	v = r.Pick(log, key, v, func(b []byte) error { _, err := decode(b); return err })
+	if v == nil {
+		var zero T
+		return zero, false
+	}
+	t, _ := decode(v)
+	return t, true
+}
