@@ -35,6 +35,15 @@ func established(l *lab.Lab, n *lab.Node) error {
 	return nil
 }
 
+// aliveAndEstablished is established, failing first if n's brindled has
+// exited: for a brindled just restarted.
+func aliveAndEstablished(l *lab.Lab, n *lab.Node) error {
+	if !n.Alive() {
+		return fmt.Errorf("brindled exited")
+	}
+	return established(l, n)
+}
+
 // establishedWithAS is established, with every session to another node
 // configured with the cluster AS asn: both ends have applied it (a mesh
 // session with a node still on the old AS does not establish), not just
@@ -128,12 +137,7 @@ func TestBrindledStartsDuringEtcdOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := eventually(30*time.Second, func() error {
-		if !n.Alive() {
-			return fmt.Errorf("brindled exited")
-		}
-		return established(l, n)
-	}); err != nil {
+	if err := eventually(30*time.Second, func() error { return aliveAndEstablished(l, n) }); err != nil {
 		t.Fatalf("brindled restarted during the outage: %v", err)
 	}
 	up := time.Since(start)

@@ -100,12 +100,7 @@ func TestEtcdGone(t *testing.T) {
 	if err := restarted.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(30*time.Second, func() error {
-		if !restarted.Alive() {
-			return fmt.Errorf("brindled exited")
-		}
-		return established(l, restarted)
-	}); err != nil {
+	if err := eventually(30*time.Second, func() error { return aliveAndEstablished(l, restarted) }); err != nil {
 		t.Fatalf("brindled restarted during the outage: %v", err)
 	}
 	restartedUp := time.Since(outageStart)
