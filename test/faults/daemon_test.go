@@ -82,17 +82,7 @@ func peersOf(st *bgpd.Status) []string {
 func TestASNumberChangeAtRunTime(t *testing.T) {
 	l := newLab(t, lab.Config{Nodes: 2})
 	ctx := t.Context()
-	a, err := l.Nodes[0].AddPod(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Nodes[1].AddPod(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a, b := podPair(t, l, "a", "b", 30*time.Second)
 	cfg := conf.DefaultBGPConfiguration()
 	cfg.Spec.ASNumber = 64600
 	start := time.Now()
@@ -119,17 +109,7 @@ func TestASNumberChangeAtRunTime(t *testing.T) {
 func TestBrindledStartsDuringEtcdOutage(t *testing.T) {
 	l := newLab(t, lab.Config{Nodes: 2})
 	ctx := t.Context()
-	a, err := l.Nodes[0].AddPod(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Nodes[1].AddPod(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a, b := podPair(t, l, "a", "b", 30*time.Second)
 	time.Sleep(3 * time.Second) // the state on disk catches up (written within 2 s of a change)
 	l.StopEtcd()
 	n := l.Nodes[0]

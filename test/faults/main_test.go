@@ -52,6 +52,25 @@ func newLab(t *testing.T, cfg lab.Config) *lab.Lab {
 	return l
 }
 
+// podPair adds pod a on node-1 and pod b on node-2 of l, then waits up
+// to ready for the lab to be ready.
+func podPair(t *testing.T, l *lab.Lab, a, b string, ready time.Duration) (*lab.Pod, *lab.Pod) {
+	t.Helper()
+	ctx := t.Context()
+	pa, err := l.Nodes[0].AddPod(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := l.Nodes[1].AddPod(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitReady(ctx, ready); err != nil {
+		t.Fatal(err)
+	}
+	return pa, pb
+}
+
 func tailLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {

@@ -268,17 +268,7 @@ func TestHostilePeers(t *testing.T) {
 	needBird(t)
 	l := newLab(t, lab.Config{Nodes: 2})
 	ctx := t.Context()
-	victim, err := l.Nodes[0].AddPod(ctx, "victim")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := l.Nodes[1].AddPod(ctx, "client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	victim, client := podPair(t, l, "victim", "client", 60*time.Second)
 	// Start from the converged mesh: each node routes the other's pod
 	// (the other's block may reach it after both are ready).
 	before := waitMeshRoutes(t, l, 2*time.Minute)

@@ -24,17 +24,7 @@ import (
 func TestMalformedRecords(t *testing.T) {
 	l := newLab(t, lab.Config{Nodes: 2})
 	ctx := t.Context()
-	a, err := l.Nodes[0].AddPod(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.Nodes[1].AddPod(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.WaitReady(ctx, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	a, b := podPair(t, l, "a", "b", 30*time.Second)
 	pids := map[string]int{}
 	for _, n := range l.Nodes {
 		pids[n.Name] = n.PID()
