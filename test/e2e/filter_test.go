@@ -16,6 +16,13 @@ import (
 // from the first packet, across brindled's restart, and after an `nft
 // flush ruleset` behind its back.
 
+func needNft(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("SKIP: needs the nft binary (Debian package nftables)")
+	}
+}
+
 func filterNft(t *testing.T, n *lab.Node, args ...string) (string, error) {
 	t.Helper()
 	return lab.Run(n.NS, append([]string{"nft"}, args...)...)
@@ -26,9 +33,7 @@ func filterNft(t *testing.T, n *lab.Node, args ...string) (string, error) {
 // stopped, a new pod's ADD waits (bounded) and the pod stays in default deny
 // until brindled is back.
 func TestFilterFirstPacket(t *testing.T) {
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("SKIP: needs the nft binary (Debian package nftables)")
-	}
+	needNft(t)
 	l := newLab(t, lab.Config{Nodes: 1})
 	ctx := t.Context()
 	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
@@ -81,9 +86,7 @@ func TestFilterFirstPacket(t *testing.T) {
 // (spoofing still dropped, traffic flowing), brindled's restart loses no
 // packet, and after `nft flush ruleset` the table is back within a second.
 func TestFilterRestartAndFlush(t *testing.T) {
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("SKIP: needs the nft binary (Debian package nftables)")
-	}
+	needNft(t)
 	l := newLab(t, lab.Config{Nodes: 2})
 	ctx := t.Context()
 	if err := l.WaitReady(ctx, 60*time.Second); err != nil {
