@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -206,7 +205,7 @@ func measureAll(o options, paths []path) ([]result, error) {
 			}
 			gs, cs = append(gs, g), append(cs, c)
 		}
-		r.gbps, r.cpu = median(gs), median(cs)
+		r.gbps, r.cpu = testenv.Median(gs), testenv.Median(cs)
 		lat, err := latency(p, o.requests)
 		if err != nil {
 			return nil, fmt.Errorf("%s: latency: %w", p.name, err)
@@ -215,12 +214,6 @@ func measureAll(o options, paths []path) ([]result, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func print(o options, rs []result) error {

@@ -283,7 +283,7 @@ func run(o opts) error {
 	tw.Flush()
 	fmt.Printf("\nrule-sync CPU per change per node: %s (process CPU over %d changes x %d nodes, %d syncs; includes informers, compile of %d pods x %d policies, render, netlink)\n",
 		cpuPerChange.Round(10*time.Microsecond), o.changes, len(nodes), syncs, o.pods, o.policies)
-	mw, mo := median(with), median(without)
+	mw, mo := testenv.Median(with), testenv.Median(without)
 	fmt.Printf("pod-to-pod TCP throughput (iperf3, same node, %s x 3): %d policies %.2f Gbit/s, none %.2f Gbit/s: %.3fx\n",
 		o.iperf, o.policies+1, mw, mo, mw/mo)
 	return nil
@@ -624,18 +624,6 @@ func iperf(from, to *probe, d time.Duration) (float64, error) {
 		return 0, fmt.Errorf("iperf3: %v %s %s", err, res.Error, out)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s[len(s)/2]
 }
 
 func cpuTime() time.Duration {
