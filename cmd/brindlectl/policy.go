@@ -193,17 +193,7 @@ func portsText(r policy.Rule) []string {
 	return out
 }
 
-func protoText(p uint8) string {
-	switch p {
-	case nft.ProtoTCP:
-		return "TCP"
-	case nft.ProtoUDP:
-		return "UDP"
-	case nft.ProtoSCTP:
-		return "SCTP"
-	}
-	return strconv.Itoa(int(p))
-}
+func protoText(p uint8) string { return strings.ToUpper(nft.ProtoName(p)) }
 
 func (v policyView) table(t *table) {
 	t.header("DIRECTION", "POLICY", "RULE", "PEERS", "PORTS", "|", "PEER PODS")

@@ -26,7 +26,7 @@ type Drop struct {
 }
 
 func (d Drop) String() string {
-	return fmt.Sprintf("%s %s %s -> %s %s/%d", d.Time.Format(time.TimeOnly), d.Kind, d.Src, d.Dst, protoName(d.Proto), d.Port)
+	return fmt.Sprintf("%s %s %s -> %s %s/%d", d.Time.Format(time.TimeOnly), d.Kind, d.Src, d.Dst, ProtoName(d.Proto), d.Port)
 }
 
 // nflog constants (linux/netfilter/nfnetlink_log.h).

@@ -64,13 +64,13 @@ func (s *Set) Text(e Elem) string {
 		return Range{addr(e.key), addr(e.keyEnd)}.String()
 	case KindPorts:
 		first, last := binary.BigEndian.Uint16(e.key[4:6]), binary.BigEndian.Uint16(e.keyEnd[4:6])
-		text := fmt.Sprintf("%s . %d", protoName(e.key[0]), first)
+		text := fmt.Sprintf("%s . %d", ProtoName(e.key[0]), first)
 		if last != first {
 			text += fmt.Sprintf("-%d", last)
 		}
 		return text
 	case KindNamed4, KindNamed6:
-		return fmt.Sprintf("%s . %s . %d", addr(e.key[:alen]), protoName(e.key[alen]), binary.BigEndian.Uint16(e.key[alen+4:alen+6]))
+		return fmt.Sprintf("%s . %s . %d", addr(e.key[:alen]), ProtoName(e.key[alen]), binary.BigEndian.Uint16(e.key[alen+4:alen+6]))
 	case KindVmap4, KindVmap6:
 		return addr(e.key).String() + " : jump " + e.chain
 	}
@@ -235,7 +235,8 @@ func rangeElem(r Range) Elem {
 	return Elem{key: r.From.AsSlice(), keyEnd: r.To.AsSlice()}
 }
 
-func protoName(p uint8) string {
+// ProtoName is the name nftables gives a transport protocol number.
+func ProtoName(p uint8) string {
 	switch p {
 	case ProtoTCP:
 		return "tcp"
