@@ -103,15 +103,14 @@ func (a *Allocator) begin(ctx context.Context, r reader, node string, handles []
 		recs[i] = conf.PoolRecord{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision}
 		revs[kv.Key] = kv.ModRevision
 	}
-	pools, rejected := conf.UsablePools(recs)
+	var rejected []string
+	t.pools, rejected = conf.UsablePools(recs) // sorted by name
 	for _, r := range rejected {
 		a.Log.Warn("ipam: ignoring pool", "why", r)
 	}
-	for _, p := range pools {
-		t.pools = append(t.pools, p)
+	for _, p := range t.pools {
 		t.poolRevs[p.Metadata.Name] = revs[poolKey(p.Metadata.Name)]
 	}
-	sort.Slice(t.pools, func(i, j int) bool { return t.pools[i].Metadata.Name < t.pools[j].Metadata.Name })
 	if len(res[3]) > 0 {
 		t.labels = nodeLabels(res[3][0].Value)
 		t.nodeRev = res[3][0].ModRevision
