@@ -146,12 +146,12 @@ func (l *NodeLocal) run(ctx context.Context, a *Allocator, p *pending) ([]Handle
 			if w != nil {
 				// Every answer to this request was written before the lock
 				// was released, so it is here now if there is one.
-				if r, ok := w.result(); ok && !r.Retry {
-					w.withdraw()
+				r, ok := w.result()
+				w.withdraw()
+				if ok && !r.Retry {
 					l.release(lk, id)
 					return r.Addrs, r.err()
 				}
-				w.withdraw()
 			}
 			return l.holdAndPass(ctx, a, lk, p, id)
 		}
