@@ -222,7 +222,6 @@ func (l *NodeLocal) ensureDirs() error {
 func (l *NodeLocal) hold(ctx context.Context, a *Allocator, own *pending, ownID string) ([]HandleAddr, error) {
 	rc := newReadCache(a.Store)
 	st := l.loadState(rc)
-	fromState := st != nil
 	taken := map[string]bool{own.req.handle(): true}
 	others, _ := l.scan(l.maxBatch()-1, taken, ownID)
 	if st != nil && st.Recent >= gatherMin && len(others)+1 < st.Recent && time.Since(st.Saved) < gatherAfter {
@@ -240,7 +239,7 @@ func (l *NodeLocal) hold(ctx context.Context, a *Allocator, own *pending, ownID 
 	for _, q := range others {
 		batch = append(batch, q.p)
 	}
-	if fromState {
+	if st != nil {
 		// The state holds no handles. Assume each new one absent: the
 		// commit's guard (create only) checks it, and if the handle does
 		// exist the failed commit returns it, and the ADD gets what it holds.
