@@ -329,13 +329,21 @@ func (s *RouteSocket) dumpEach(family int, f func([]byte)) error {
 
 // routeAttrs calls f with each attribute of a route message, stopping at
 // the first malformed one.
+// The last attribute may end without its padding (the kernel pads, but
+// the message's length need not count it).
 func routeAttrs(m []byte, f func(typ uint16, v []byte)) {
+	if len(m) < unix.SizeofRtMsg {
+		return
+	}
 	for a := m[unix.SizeofRtMsg:]; len(a) >= 4; {
 		l := int(binary.NativeEndian.Uint16(a))
 		if l < 4 || l > len(a) {
 			return
 		}
 		f(binary.NativeEndian.Uint16(a[2:]), a[4:l])
+		if nlmAlign(l) >= len(a) {
+			return
+		}
 		a = a[nlmAlign(l):]
 	}
 }
@@ -373,6 +381,9 @@ func parseKey(m []byte) (netip.Prefix, routeKey, bool) {
 		return netip.Prefix{}, routeKey{}, false
 	}
 	if !dst.IsValid() {
+		// No destination is the default route, whatever the length says
+		// (parseRoute reads it so too).
+		dstLen = 0
 		dst = netip.IPv4Unspecified()
 		if family == unix.AF_INET6 {
 			dst = netip.IPv6Unspecified()
