@@ -255,14 +255,25 @@ func configure(name string, addrs ...netip.Prefix) error {
 func Ping(n ns.NetNS, dst netip.Addr, tries int) error {
 	var last error
 	for i := range tries {
-		if last = n.Do(func(ns.NetNS) error { return pingOnce(dst, i) }); last == nil {
+		if last = n.Do(func(ns.NetNS) error { return pingOnce(dst, i, time.Second) }); last == nil {
 			return nil
 		}
 	}
 	return fmt.Errorf("ping %s from %s: %w", dst, n.Path(), last)
 }
 
-func pingOnce(dst netip.Addr, seq int) error {
+// PingOne sends one ICMP echo request from n to dst and waits up to wait
+// for its reply: on a loaded machine a reply can take longer than Ping's
+// second, and a test of whether the first packet gets through must not
+// read a late reply as a dropped packet, nor send a second one.
+func PingOne(n ns.NetNS, dst netip.Addr, wait time.Duration) error {
+	if err := n.Do(func(ns.NetNS) error { return pingOnce(dst, 0, wait) }); err != nil {
+		return fmt.Errorf("one echo %s from %s, %s for its reply: %w", dst, n.Path(), wait, err)
+	}
+	return nil
+}
+
+func pingOnce(dst netip.Addr, seq int, wait time.Duration) error {
 	network, proto, typ, reply := "ip4:icmp", 1, icmp.Type(ipv4.ICMPTypeEcho), icmp.Type(ipv4.ICMPTypeEchoReply)
 	if dst.Is6() {
 		network, proto, typ, reply = "ip6:ipv6-icmp", 58, ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
@@ -281,7 +292,7 @@ func pingOnce(dst netip.Addr, seq int) error {
 	if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(wait)
 	_ = c.SetReadDeadline(deadline)
 	buf := make([]byte, 1500)
 	for {
