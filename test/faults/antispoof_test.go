@@ -38,7 +38,7 @@ func TestSpoofedSourceDropped(t *testing.T) {
 			t.Errorf("control without table inet brindle, rp_filter=%s: no spoofed packet left the node; the scenario cannot tell", rp)
 		}
 	}
-	filterFigures(t, "%v; %v dropped by table inet brindle (IPv4 and IPv6; another pod's address and nobody's); without the table: rp_filter=0 %d/20 and rp_filter=2 %d/20 leaked",
+	figures(t, "%v; %v dropped by table inet brindle (IPv4 and IPv6; another pod's address and nobody's); without the table: rp_filter=0 %d/20 and rp_filter=2 %d/20 leaked",
 		summary, dropped, control["0"], control["2"])
 }
 

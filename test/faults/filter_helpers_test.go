@@ -53,14 +53,6 @@ func filterLab(t *testing.T, cfg lab.Config) *lab.Lab {
 	return l
 }
 
-// filterFigures prints the scenario's one line of figures (grep FIGURES).
-func filterFigures(t *testing.T, format string, args ...any) {
-	t.Helper()
-	line := fmt.Sprintf("FIGURES %s: %s", t.Name(), fmt.Sprintf(format, args...))
-	t.Log(line)
-	fmt.Println(line)
-}
-
 // filterMetric reads one metric of node n's brindled (/metrics), 0 when
 // absent.
 func filterMetric(t *testing.T, n *lab.Node, name string) float64 {
@@ -110,16 +102,4 @@ func filterCaptured(c *lab.Capture, src netip.Addr) int {
 		}
 	}
 	return n
-}
-
-// filterWait polls f for up to d.
-func filterWait(d time.Duration, f func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

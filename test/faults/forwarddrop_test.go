@@ -30,7 +30,7 @@ func TestForwardDropHosts(t *testing.T) {
 	if cok == ctotal {
 		t.Errorf("control without the filter table: all %d pairs reached each other; the scenario cannot tell", ctotal)
 	}
-	filterFigures(t, "FORWARD DROP (IPv4 and IPv6) on 3 nodes: %d/%d pod pairs reachable with brindle's accept rules, %d/%d (a sample) without", ok, total, cok, ctotal)
+	figures(t, "FORWARD DROP (IPv4 and IPv6) on 3 nodes: %d/%d pod pairs reachable with brindle's accept rules, %d/%d (a sample) without", ok, total, cok, ctotal)
 }
 
 // forwardDropMesh makes a 3-node dual-stack lab whose nodes drop forwarded
@@ -65,7 +65,7 @@ func forwardDropMesh(t *testing.T, filter bool) (ok, total int) {
 	}
 	if filter {
 		for _, n := range l.Nodes {
-			err := filterWait(5*time.Second, func() error {
+			err := eventually(5*time.Second, func() error {
 				out, err := lab.Run(n.NS, "iptables", "-S", "FORWARD")
 				if err != nil || !strings.Contains(out, "-A FORWARD -i bri+") {
 					return fmt.Errorf("%s: iptables FORWARD has no brindle rule: %v\n%s", n.Name, err, out)

@@ -35,7 +35,7 @@ func TestForeignVXLANDropped(t *testing.T) {
 	if control == 0 {
 		t.Errorf("control without the filter table: no frame from the outsider reached the pod; the scenario cannot tell")
 	}
-	filterFigures(t, "VXLAN (VNI 4096) to a pod: %d/5 delivered from a non-node, %d/5 from a node, %v counted as foreign_tunnel; without the table %d/5 from the non-node", foreign, fromNode, dropped, control)
+	figures(t, "VXLAN (VNI 4096) to a pod: %d/5 delivered from a non-node, %d/5 from a node, %v counted as foreign_tunnel; without the table %d/5 from the non-node", foreign, fromNode, dropped, control)
 }
 
 // tunnelRun sends 5 VXLAN frames for a pod of node-1 from an outside host,
@@ -69,7 +69,7 @@ func tunnelRun(t *testing.T, filter bool) (foreign, fromNode int, dropped float6
 	var mac, srcMAC net.HardwareAddr
 	// The frames claim to come from node-2's VTEP, as a forger would.
 	err = n2.NS.Do(func(ns.NetNS) error {
-		return filterWait(10*time.Second, func() error {
+		return eventually(10*time.Second, func() error {
 			v, err := netlink.LinkByName("vxlan.brindle")
 			if err == nil {
 				srcMAC = v.Attrs().HardwareAddr
@@ -81,7 +81,7 @@ func tunnelRun(t *testing.T, filter bool) (foreign, fromNode int, dropped float6
 		t.Fatalf("node-2 vxlan.brindle: %v", err)
 	}
 	err = n1.NS.Do(func(ns.NetNS) error {
-		err := filterWait(10*time.Second, func() error {
+		err := eventually(10*time.Second, func() error {
 			v, err := netlink.LinkByName("vxlan.brindle")
 			if err == nil {
 				mac = v.Attrs().HardwareAddr
