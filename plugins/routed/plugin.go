@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/brindle-net/brindle/conf"
 )
@@ -76,91 +77,6 @@ func openLog(c *conf.NetConf) (*slog.Logger, func()) {
 		}
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts)), func() {}
-}
-
-// CmdAdd creates the pod's attachment. Everything that can be checked is
-// checked before the IPAM plugin runs; after it, any failure rolls back the
-// veth (and with it the host route) and releases the addresses.
-func CmdAdd(args *skel.CmdArgs) (retErr error) {
-	c, err := newCall(args, "ADD")
-	if err != nil {
-		return err
-	}
-	defer c.closer()
-	defer func() {
-		if retErr != nil {
-			c.log.Error("ADD failed", "err", retErr)
-		}
-	}()
-
-	netns, podNL, closePod, err := openPod(args.Netns)
-	if err != nil {
-		return err
-	}
-	defer closePod()
-	if _, err := podNL.LinkByName(args.IfName); err == nil {
-		return types.NewError(types.ErrInvalidEnvironmentVariables,
-			fmt.Sprintf("CNI_IFNAME %q: an interface of that name already exists in netns %s", args.IfName, args.Netns), "")
-	}
-	mtu, err := c.mtu()
-	if err != nil {
-		return cniErr(ErrHostSide, "mtu: find the host's default-route interface", err)
-	}
-
-	ipamRes, err := c.ipamAdd()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if retErr == nil {
-			return
-		}
-		if err := c.removeAttachment(); err != nil {
-			c.log.Error("rollback: remove veth", "veth", c.veth, "err", err)
-		}
-		if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
-			c.log.Error("rollback: IPAM DEL", "ipam", c.conf.IPAM.Type, "err", err)
-		}
-	}()
-	addrs, err := podAddrs(ipamRes)
-	if err != nil {
-		return cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q", c.conf.IPAM.Type), err)
-	}
-	c.log.Debug("ipam result", "ipam", c.conf.IPAM.Type, "addresses", addrs)
-	// An address handed out again must not inherit flows of the pod that
-	// had it (its DEL may never have run: a crash, a kill -9).
-	c.flushConntrack(addrs)
-
-	// A host veth of this name left by an earlier sandbox of the same pod
-	// (or an ADD that was retried) is in the way; it belongs to no live
-	// attachment of this pod any more.
-	if _, err := c.removeHostVeth(false); err != nil {
-		return cniErr(ErrVeth, fmt.Sprintf("remove stale host veth %s", c.veth), err)
-	}
-	host, pod, err := createVeth(c.veth, args.IfName, mtu, netns, podNL, c.attachment().alias())
-	if err != nil {
-		return cniErr(ErrVeth, fmt.Sprintf("create veth %s (host) / %s (pod)", c.veth, args.IfName), err)
-	}
-	c.log.Debug("veth created", "veth", c.veth, "podIf", args.IfName, "mtu", mtu, "alias", c.attachment().alias())
-	if err := configureHostSide(host, addrs); err != nil {
-		return cniErr(ErrHostSide, fmt.Sprintf("configure host veth %s", c.veth), err)
-	}
-	if v4, v6 := families(addrs); c.log.Enabled(context.Background(), slog.LevelDebug) {
-		c.log.Debug("host side configured", "veth", c.veth, "sysctls", hostSysctls(c.veth, v4, v6))
-	}
-	if err := configurePodSide(netns, podNL, pod, addrs); err != nil {
-		return cniErr(ErrPodSide, fmt.Sprintf("configure %s in %s", args.IfName, args.Netns), err)
-	}
-	c.log.Debug("pod side configured", "ifname", args.IfName, "addresses", addrs)
-	if err := addHostRoutes(host, addrs); err != nil {
-		return cniErr(ErrHostSide, fmt.Sprintf("add host routes via %s", c.veth), err)
-	}
-	c.log.Debug("host routes added", "veth", c.veth, "addresses", addrs)
-
-	c.waitAdmitted(addrs)
-	res := buildResult(ipamRes, c.conf, host, pod, args.Netns, addrs)
-	c.log.Info("pod attached", "veth", c.veth, "addresses", addrs, "mtu", mtu)
-	return types.PrintResult(res, c.conf.CNIVersion)
 }
 
 // ipamAdd runs the delegated IPAM plugin and converts its result.
@@ -296,7 +212,9 @@ func openPod(path string) (ns.NetNS, *netlink.Handle, func(), error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	h, err := netlink.NewHandleAt(nsHandle(n))
+	// Only a routing socket: the pod side needs nothing else, and each
+	// socket of a handle is made with two setns calls.
+	h, err := netlink.NewHandleAt(nsHandle(n), unix.NETLINK_ROUTE)
 	if err != nil {
 		n.Close()
 		return nil, nil, nil, cniErr(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %q: open netlink socket", path), err)
