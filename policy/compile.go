@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -18,51 +17,31 @@ import (
 // defines them: a pod selected by no policy of a direction is open in that
 // direction; several policies selecting a pod allow the union of what each
 // allows; a policy with policyTypes Ingress (or Egress) and no rules of
-// that direction denies it all.
-func Compile(c *Cluster) *Model {
-	m := &Model{pods: map[string]*Pod{}, byAddr: map[netip.Addr]*Pod{},
-		ingress: map[string][]*Policy{}, egress: map[string][]*Policy{}}
-	byNS := map[string][]*Pod{}
-	for _, p := range c.Pods {
-		m.pods[p.Key()] = p
-		if p.HostNetwork {
-			continue
-		}
-		byNS[p.Namespace] = append(byNS[p.Namespace], p)
-		for _, a := range p.Addrs {
-			m.byAddr[a] = p
-		}
-	}
-	nsLabels := map[string]labels.Set{}
-	var nsNames []string
-	for _, n := range c.Namespaces {
-		nsLabels[n.Name] = n.Labels
-		nsNames = append(nsNames, n.Name)
-	}
-	sort.Strings(nsNames)
-	cc := &compiler{byNS: byNS, nsLabels: nsLabels, nsNames: nsNames, peers: map[string][]*Pod{}}
-	for _, np := range c.Policies {
-		m.Policies = append(m.Policies, cc.policy(np))
-	}
-	sort.Slice(m.Policies, func(i, j int) bool { return m.Policies[i].Key() < m.Policies[j].Key() })
-	for _, p := range m.Policies {
-		for _, pod := range p.Selected {
-			if p.Ingress {
-				m.ingress[pod.Key()] = append(m.ingress[pod.Key()], p)
-			}
-			if p.Egress {
-				m.egress[pod.Key()] = append(m.egress[pod.Key()], p)
-			}
-		}
-	}
-	return m
-}
+// that direction denies it all. It is a fresh Compiler's first compile:
+// a sync loop keeps one Compiler instead, which does again only what
+// changed.
+func Compile(c *Cluster) *Model { return new(Compiler).Compile(c) }
 
 type compiler struct {
 	byNS     map[string][]*Pod
 	nsLabels map[string]labels.Set
 	nsNames  []string
 	peers    map[string][]*Pod // by peerKey
+	// sels says, per peerKey, which pods the selection may hold: a
+	// changed pod that fits invalidates it (Compiler).
+	sels map[string]peerSel
+	// used and sel record the policy being compiled: the peer selections
+	// its rules use and its pod selector.
+	used []string
+	sel  matcher
+}
+
+// peerSel is what a peer selection looks at: pods of these namespaces
+// that podSel matches.
+type peerSel struct {
+	namespaces map[string]bool
+	byNSSel    bool // chosen by a namespace selector (changes with namespaces)
+	podSel     matcher
 }
 
 // peerKey identifies a pod/namespace selector peer of a policy in ns.
@@ -75,7 +54,7 @@ func peerKey(ns string, peer *networkingv1.NetworkPolicyPeer) string {
 }
 
 func (cc *compiler) policy(np *networkingv1.NetworkPolicy) *Policy {
-	p := &Policy{Namespace: np.Namespace, Name: np.Name, ID: PolicyID(np.Namespace, np.Name)}
+	p := &Policy{Namespace: np.Namespace, Name: np.Name, ID: PolicyID(np.Namespace, np.Name), key: np.Namespace + "/" + np.Name}
 	spec := &np.Spec
 	if len(spec.PolicyTypes) == 0 {
 		p.Ingress, p.Egress = true, len(spec.Egress) > 0
@@ -89,6 +68,7 @@ func (cc *compiler) policy(np *networkingv1.NetworkPolicy) *Policy {
 		}
 	}
 	sel, err := selector(&spec.PodSelector)
+	cc.sel = sel
 	if err != nil {
 		p.Problems = append(p.Problems, fmt.Sprintf("spec.podSelector: %v (selects no pod)", err))
 	}
@@ -155,9 +135,12 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 		// Peers written alike (all pods of all namespaces, a team's
 		// namespaces…) are selected once per compile and shared.
 		key := peerKey(ns, &peer)
+		cc.used = append(cc.used, key)
 		pods, ok := cc.peers[key]
 		if !ok {
+			in := make(map[string]bool, len(namespaces))
 			for _, n := range namespaces {
+				in[n] = true
 				for _, pod := range cc.byNS[n] {
 					if len(pod.Addrs) > 0 && matches(podSel, pod.Labels) {
 						pods = append(pods, pod)
@@ -165,6 +148,7 @@ func (cc *compiler) rule(p *Policy, field, ns string, peers []networkingv1.Netwo
 				}
 			}
 			cc.peers[key] = pods
+			cc.sels[key] = peerSel{namespaces: in, byNSSel: peer.NamespaceSelector != nil, podSel: podSel}
 		}
 		if len(peers) == 1 {
 			r.Pods, r.PeerKey = pods, key

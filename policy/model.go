@@ -64,6 +64,8 @@ type Model struct {
 	byAddr   map[netip.Addr]*Pod
 	ingress  map[string][]*Policy // pod key -> policies isolating it for ingress
 	egress   map[string][]*Policy
+	// rev is the Compiler's count of compiles in which pods changed.
+	rev uint64
 }
 
 // Policy is one compiled NetworkPolicy.
@@ -80,10 +82,16 @@ type Policy struct {
 	// Problems are parts of the spec that could not be used (an invalid
 	// selector matches nothing), for logs and `policy show`.
 	Problems []string
+	key      string // namespace/name, made once
 }
 
 // Key is namespace/name.
-func (p *Policy) Key() string { return p.Namespace + "/" + p.Name }
+func (p *Policy) Key() string {
+	if p.key != "" {
+		return p.key
+	}
+	return p.Namespace + "/" + p.Name
+}
 
 // Rule is one compiled ingress or egress rule.
 type Rule struct {

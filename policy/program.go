@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
+	"slices"
 	"sort"
+	"sync/atomic"
 
 	"github.com/brindle-net/brindle/policy/nft"
 )
@@ -25,11 +27,24 @@ type Local struct {
 // elements of the policies that isolate a local pod. admitAll admits
 // every local attachment, pod known or not (no Kubernetes: no policy).
 func (m *Model) Program(locals []Local, admitAll bool) *nft.Program {
+	return new(Compiler).Program(m, locals, admitAll)
+}
+
+// Program is Model.Program for m, the latest model this Compiler made. A
+// policy's part is built again only when the policy, whether it isolates
+// a pod here, or the local pods it selects changed (or, for a rule that
+// reaches every pod, any pod); otherwise last time's is reused, Rev and
+// all, so that nft.Renderer reuses its chains and sets too.
+func (x *Compiler) Program(m *Model, locals []Local, admitAll bool) *nft.Program {
 	prog := &nft.Program{}
 	here := map[string]bool{} // policies isolating a local pod
+	local := map[*Pod]bool{}
 	for _, l := range locals {
 		key := l.Namespace + "/" + l.Name
 		pod, known := m.pods[key]
+		if known {
+			local[pod] = true
+		}
 		if !known && !admitAll {
 			continue
 		}
@@ -50,54 +65,97 @@ func (m *Model) Program(locals []Local, admitAll bool) *nft.Program {
 		prog.Endpoints = append(prog.Endpoints, ep)
 	}
 	sort.Slice(prog.Endpoints, func(i, j int) bool { return prog.Endpoints[i].Veth < prog.Endpoints[j].Veth })
-	local := map[*Pod]bool{}
-	for _, l := range locals {
-		if p, ok := m.pods[l.Namespace+"/"+l.Name]; ok {
-			local[p] = true
-		}
-	}
-	rc := &rangeCache{byPods: map[rangeKey][]nft.Range{}, shared: map[string][]nft.Range{}}
+	next := make(map[*Policy]*progEntry, len(m.Policies))
+	prog.PeerSets = map[string][]nft.Range{}
 	for _, p := range m.Policies {
-		np := nft.Policy{ID: p.ID, Name: p.Key()}
 		fill := here[p.ID]
-		if p.Ingress {
-			np.Ingress = []nft.Rule{}
-			for _, r := range p.IngressRules {
-				var named []*Pod
-				for _, s := range p.Selected {
-					if local[s] {
-						named = append(named, s)
-					}
+		var localSel []*Pod // named ports of ingress rules resolve on these
+		if fill && p.Ingress {
+			for _, s := range p.Selected {
+				if local[s] {
+					localSel = append(localSel, s)
 				}
-				np.Ingress = append(np.Ingress, rc.nftRule(r, fill, named))
 			}
 		}
-		if p.Egress {
-			np.Egress = []nft.Rule{}
-			for _, r := range p.EgressRules {
-				named := r.Pods
-				if r.AnyPeer {
-					named = m.allPods()
-				}
-				np.Egress = append(np.Egress, rc.nftRule(r, fill, named))
+		e := x.progs[p]
+		if e == nil || e.fill != fill || !slices.Equal(e.localSel, localSel) || (e.allPods && e.rev != m.rev) {
+			e = buildPolicy(m, p, fill, localSel)
+		}
+		next[p] = e
+		prog.Policies = append(prog.Policies, e.np)
+		for _, name := range e.peerSets {
+			if _, ok := prog.PeerSets[name]; !ok {
+				prog.PeerSets[name] = nil // the set exists, empty unless filled
 			}
 		}
-		prog.Policies = append(prog.Policies, np)
+		for _, f := range e.fills {
+			if prog.PeerSets[f.name] == nil {
+				prog.PeerSets[f.name] = x.sharedRanges(f.name, f.pods)
+			}
+		}
 	}
-	prog.PeerSets = rc.shared
+	x.progs = next
+	for name := range x.peerRanges {
+		if _, ok := prog.PeerSets[name]; !ok {
+			delete(x.peerRanges, name)
+		}
+	}
 	return prog
+}
+
+// progEntry is one policy's part of a program, and what it was built from.
+type progEntry struct {
+	fill     bool
+	localSel []*Pod
+	// allPods: a rule's elements depend on every pod (rev).
+	allPods bool
+	rev     uint64
+	np      nft.Policy
+	// peerSets are the shared sets its rules match; fills those it fills,
+	// with the pods to fill them with.
+	peerSets []string
+	fills    []peerFill
+}
+
+type peerFill struct {
+	name string
+	pods []*Pod
+}
+
+// policyRevs numbers the nft.Policy values built, for nft.Renderer.
+var policyRevs atomic.Uint64
+
+func buildPolicy(m *Model, p *Policy, fill bool, localSel []*Pod) *progEntry {
+	e := &progEntry{fill: fill, localSel: localSel, rev: m.rev}
+	np := nft.Policy{ID: p.ID, Name: p.Key(), Rev: policyRevs.Add(1)}
+	if p.Ingress {
+		np.Ingress = []nft.Rule{}
+		for _, r := range p.IngressRules {
+			np.Ingress = append(np.Ingress, e.nftRule(r, fill, localSel))
+		}
+	}
+	if p.Egress {
+		np.Egress = []nft.Rule{}
+		for _, r := range p.EgressRules {
+			named := r.Pods
+			if r.AnyPeer && fill && len(r.Named) > 0 {
+				named, e.allPods = m.allPods(), true
+			}
+			np.Egress = append(np.Egress, e.nftRule(r, fill, named))
+		}
+	}
+	e.np = np
+	return e
 }
 
 // nftRule converts a rule; the pod-dependent elements only when fill.
 // named are the pods whose named ports the rule's names resolve on (the
 // destination pods).
-func (rc *rangeCache) nftRule(r Rule, fill bool, named []*Pod) nft.Rule {
+func (e *progEntry) nftRule(r Rule, fill bool, named []*Pod) nft.Rule {
 	out := nft.Rule{AnyPeer: r.AnyPeer, Ports: r.Ports, NamedPorts: len(r.Named) > 0}
 	if r.PeerKey != "" {
 		out.PeerSet = peerSetName(r.PeerKey)
-		if _, ok := rc.shared[out.PeerSet]; !ok {
-			rc.shared[out.PeerSet] = nil // the set exists, empty unless filled
-		}
+		e.peerSets = append(e.peerSets, out.PeerSet)
 	}
 	if !fill {
 		return out
@@ -105,11 +163,9 @@ func (rc *rangeCache) nftRule(r Rule, fill bool, named []*Pod) nft.Rule {
 	switch {
 	case r.AnyPeer:
 	case r.PeerKey != "":
-		if rc.shared[out.PeerSet] == nil {
-			rc.shared[out.PeerSet] = rc.ranges(r.Pods)
-		}
+		e.fills = append(e.fills, peerFill{out.PeerSet, r.Pods})
 	default:
-		out.Peers = nft.Normalize(append(append([]nft.Range(nil), r.Blocks...), rc.ranges(r.Pods)...))
+		out.Peers = nft.Normalize(append(append([]nft.Range(nil), r.Blocks...), podRanges(r.Pods)...))
 	}
 	for _, n := range r.Named {
 		for _, p := range named {
@@ -136,36 +192,39 @@ func (m *Model) allPods() []*Pod {
 	return out
 }
 
-// rangeCache keeps the address ranges of peer pod lists, which the
-// compiler shares between rules written alike: each is sorted and merged
-// once per program. shared are the program's shared peer sets.
-type rangeCache struct {
-	byPods map[rangeKey][]nft.Range
-	shared map[string][]nft.Range
+// rangesEntry is a shared peer set's ranges and the pod list they were
+// made from (a selection's list is never changed: a new one is made).
+type rangesEntry struct {
+	pods   []*Pod
+	ranges []nft.Range
 }
 
-type rangeKey struct {
-	first *Pod
-	n     int
-}
-
-func (rc *rangeCache) ranges(pods []*Pod) []nft.Range {
+// sharedRanges are the address ranges of a shared peer set's pods, sorted
+// and merged once per selection.
+func (x *Compiler) sharedRanges(name string, pods []*Pod) []nft.Range {
 	if len(pods) == 0 {
 		return nil
 	}
-	k := rangeKey{pods[0], len(pods)}
-	if r, ok := rc.byPods[k]; ok {
-		return r
+	if x.peerRanges == nil {
+		x.peerRanges = map[string]rangesEntry{}
 	}
+	// The same backing array (kept alive here) is the same selection.
+	if e, ok := x.peerRanges[name]; ok && &e.pods[0] == &pods[0] && len(e.pods) == len(pods) {
+		return e.ranges
+	}
+	rs := podRanges(pods)
+	x.peerRanges[name] = rangesEntry{pods, rs}
+	return rs
+}
+
+func podRanges(pods []*Pod) []nft.Range {
 	var rs []nft.Range
 	for _, p := range pods {
 		for _, a := range p.Addrs {
 			rs = append(rs, nft.AddrRange(a))
 		}
 	}
-	rs = nft.Normalize(rs)
-	rc.byPods[k] = rs
-	return rs
+	return nft.Normalize(rs)
 }
 
 // peerSetName names the shared set of a peer selector: stable while the

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -228,5 +229,90 @@ func TestKernelIncremental(t *testing.T) {
 			t.Errorf("%s: %s, want %d chains changed and no full write", st.name, ch, st.chains)
 		}
 		checkKernel(t, n, rs)
+	}
+}
+
+// TestKernelRendererIncremental: a Renderer kept across a sequence of
+// programs renders, at each step, exactly what a fresh Render does; the
+// incremental transaction it leads to leaves the kernel with the same
+// table (rule for rule, element for element) as a full rewrite of that
+// program in another namespace.
+func TestKernelRendererIncremental(t *testing.T) {
+	requireNft(t)
+	inc, ref := testenv.NewNS(t), testenv.NewNS(t)
+	w := &Writer{NetNS: int(inc.Fd())}
+	a := netip.MustParseAddr
+	rev := uint64(100)
+	bump := func(p *Program, i int) { rev++; p.Policies[i].Rev = rev }
+	p := sampleProgram()
+	p.Policies[0].Rev, p.Policies[1].Rev = 1, 2
+	p.Policies = append(p.Policies, Policy{ID: "dddd", Name: "x/shared", Rev: 3, Ingress: []Rule{{PeerSet: "peer_s", Ports: []PortRange{{ProtoTCP, 80, 80}}}}})
+	p.PeerSets = map[string][]Range{"peer_s": {AddrRange(a("10.0.0.6"))}}
+	steps := []struct {
+		name   string
+		change func(p *Program)
+	}{
+		{"first", func(*Program) {}},
+		{"same again", func(*Program) {}},
+		{"a pod comes", func(p *Program) {
+			p.Endpoints = append(p.Endpoints, Endpoint{Veth: "bri0123456789ad", Addrs: []netip.Addr{a("10.0.0.7")}, Name: "x/c", Ingress: []string{"aaaa"}})
+		}},
+		{"a policy's peers change", func(p *Program) {
+			p.Policies[0].Ingress = slices.Clone(p.Policies[0].Ingress)
+			p.Policies[0].Ingress[0].Peers = []Range{AddrRange(a("10.0.0.7")), AddrRange(a("10.0.0.8"))}
+			bump(p, 0)
+		}},
+		{"a shared peer set changes", func(p *Program) {
+			p.PeerSets = map[string][]Range{"peer_s": {AddrRange(a("10.0.0.6")), AddrRange(a("10.0.0.7"))}}
+		}},
+		{"a policy is added", func(p *Program) {
+			p.Policies = append(p.Policies, Policy{ID: "cccc", Name: "x/new", Rev: 4, Ingress: []Rule{{AnyPeer: true, Ports: []PortRange{{ProtoTCP, 443, 443}}}}})
+			p.Endpoints[1].Ingress = []string{"cccc"}
+		}},
+		{"a pod gets five policies", func(p *Program) {
+			p.Endpoints[0].Ingress = []string{"aaaa", "cccc", "aaaa", "cccc", "dddd"}
+		}},
+		{"a policy changes shape", func(p *Program) {
+			p.Policies[0].Ingress = []Rule{{AnyPeer: true, NamedPorts: true, Named: []NamedPort{{a("10.0.0.5"), ProtoUDP, 53}}}}
+			p.Policies[0].Egress = []Rule{}
+			bump(p, 0)
+		}},
+		{"a policy is removed", func(p *Program) {
+			p.MinSlots = p.Slots()
+			p.Endpoints[0].Ingress = []string{"aaaa"}
+			p.Endpoints[1].Ingress = nil
+			p.Policies = slices.Delete(slices.Clone(p.Policies), 3, 4)
+		}},
+		{"a pod leaves", func(p *Program) { p.Endpoints = slices.Clone(p.Endpoints[1:]) }},
+		{"every policy is removed", func(p *Program) {
+			for i := range p.Endpoints {
+				p.Endpoints[i].Ingress, p.Endpoints[i].Egress = nil, nil
+			}
+			p.Policies, p.PeerSets, p.MinSlots = nil, nil, [2]int{}
+		}},
+	}
+	var rd Renderer
+	for _, st := range steps {
+		st.change(p)
+		rs := rd.Render(p)
+		if got, want := rs.Text(), Render(p).Text(); got != want {
+			t.Fatalf("%s: the Renderer's table differs from Render's:\n%s\nwant\n%s", st.name, got, want)
+		}
+		ch, err := w.Apply(rs)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		t.Logf("%s: %s", st.name, ch)
+		if st.name != "first" && ch.Full {
+			t.Errorf("%s: a full write, want an incremental one", st.name)
+		}
+		checkKernel(t, inc, rs)
+		if _, err := (&Writer{NetNS: int(ref.Fd())}).Apply(Render(p)); err != nil {
+			t.Fatalf("%s: full write: %v", st.name, err)
+		}
+		got, want := parseList(listTable(t, inc)), parseList(listTable(t, ref))
+		if !maps.EqualFunc(got.chains, want.chains, slices.Equal) || !maps.EqualFunc(got.elems, want.elems, slices.Equal) {
+			t.Errorf("%s: the kernel's table after the incremental write differs from a full write:\n%s\nwant\n%s", st.name, listTable(t, inc), listTable(t, ref))
+		}
 	}
 }

@@ -102,6 +102,10 @@ type Policy struct {
 	// Ingress and Egress are the rules of each direction the policy
 	// isolates (nil when it does not; empty when it allows nothing).
 	Ingress, Egress []Rule
+	// Rev, when not 0, identifies this value: a Renderer given a Policy
+	// whose ID and Rev it rendered before reuses those chains and sets.
+	// Whoever sets it gives every different value a different Rev.
+	Rev uint64
 }
 
 // Rule is one ingress or egress rule: traffic matching a peer and a port

@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,9 +62,13 @@ func ruleSet(id string, ingress bool, k int, what string) string {
 }
 
 // Render computes the table for p. Pure: the same Program gives the same
-// Ruleset.
-func Render(p *Program) *Ruleset {
-	rs := &Ruleset{Sets: map[string]*Set{}, Chains: map[string]*Chain{},
+// Ruleset. It is a fresh Renderer's first render.
+func Render(p *Program) *Ruleset { return new(Renderer).Render(p) }
+
+// Render computes the table for p, reusing the sets and chains of what
+// did not change since the last call (Renderer): the result is Render's.
+func (rd *Renderer) Render(p *Program) *Ruleset {
+	rs := &Ruleset{Sets: make(map[string]*Set, 2*len(p.Policies)+64), Chains: make(map[string]*Chain, len(p.Policies)+16),
 		Counters: []string{CounterNotReady, CounterSpoofed, CounterTunnel}}
 	if p.VXLANPort == 0 {
 		p.VXLANPort = 4789
@@ -79,68 +84,10 @@ func Render(p *Program) *Ruleset {
 	}
 	chain := func(c *Chain) { rs.Chains[c.Name] = c }
 
-	// Endpoints, their addresses, isolation and dispatch.
-	var eps4, eps6, self4, self6, niso4, niso6, eiso4, eiso6 []Elem
 	n := p.Slots()
 	ingSlots, egrSlots := n[0], n[1]
-	// Dispatch only to chains the table has (a pod naming a policy that
-	// is not there stays isolated: a deny, never an open door).
-	has := map[string]bool{}
-	for _, pol := range p.Policies {
-		has[PolicyChain(pol.ID, true)] = pol.Ingress != nil
-		has[PolicyChain(pol.ID, false)] = pol.Egress != nil
-	}
-	slots := map[string][]Elem{}
-	for _, e := range p.Endpoints {
-		for _, a := range e.Addrs {
-			v6 := a.Is6()
-			fam := map[bool]string{false: "4", true: "6"}[v6]
-			if v6 {
-				eps6, self6 = append(eps6, endpointElem(e.Veth, a)), append(self6, pairElem(a, a))
-			} else {
-				eps4, self4 = append(eps4, endpointElem(e.Veth, a)), append(self4, pairElem(a, a))
-			}
-			if len(e.Ingress) > 0 {
-				if v6 {
-					niso6 = append(niso6, addrElem(a))
-				} else {
-					niso4 = append(niso4, addrElem(a))
-				}
-			}
-			if len(e.Egress) > 0 {
-				if v6 {
-					eiso6 = append(eiso6, addrElem(a))
-				} else {
-					eiso4 = append(eiso4, addrElem(a))
-				}
-			}
-			for i, id := range e.Ingress {
-				if m := fmt.Sprintf("ing%s_%d", fam, i); has[PolicyChain(id, true)] {
-					slots[m] = append(slots[m], vmapElem(a, PolicyChain(id, true)))
-				}
-			}
-			for i, id := range e.Egress {
-				if m := fmt.Sprintf("egr%s_%d", fam, i); has[PolicyChain(id, false)] {
-					slots[m] = append(slots[m], vmapElem(a, PolicyChain(id, false)))
-				}
-			}
-		}
-	}
-	set("eps4", KindEndpoint4, eps4)
-	set("eps6", KindEndpoint6, eps6)
-	set("self4", KindPair4, self4)
-	set("self6", KindPair6, self6)
-	set("ing_iso4", KindCounted4, niso4)
-	set("ing_iso6", KindCounted6, niso6)
-	set("egr_iso4", KindCounted4, eiso4)
-	set("egr_iso6", KindCounted6, eiso6)
-	for i := range ingSlots {
-		set(fmt.Sprintf("ing4_%d", i), KindVmap4, slots[fmt.Sprintf("ing4_%d", i)])
-		set(fmt.Sprintf("ing6_%d", i), KindVmap6, slots[fmt.Sprintf("ing6_%d", i)])
-	}
-	for i := range egrSlots {
-		set(fmt.Sprintf("egr4_%d", i), KindVmap4, slots[fmt.Sprintf("egr4_%d", i)])
-		set(fmt.Sprintf("egr6_%d", i), KindVmap6, slots[fmt.Sprintf("egr6_%d", i)])
+	for _, s := range rd.endpointSets(p, n) {
+		rs.Sets[s.Name] = s
 	}
 	var nodes4, nodes6 []Elem
 	for _, a := range p.Nodes {
@@ -161,20 +108,107 @@ func Render(p *Program) *Ruleset {
 	chain(baseForward("forward_ingress", PriorityIngress, false))
 	chain(dispatch(p, "egress", false, egrSlots))
 	chain(dispatch(p, "ingress", true, ingSlots))
-	for name, ranges := range p.PeerSets {
-		v4, v6 := SplitFamilies(ranges)
-		set(name+"4", KindRange4, rangeElems(v4))
-		set(name+"6", KindRange6, rangeElems(v6))
+	for _, s := range rd.peerSets(p.PeerSets) {
+		rs.Sets[s.Name] = s
+	}
+	for _, s := range rd.policySets(p.Policies) {
+		rs.Sets[s.Name] = s
 	}
 	for _, pol := range p.Policies {
-		if pol.Ingress != nil {
-			chain(policyChain(rs, pol, true))
-		}
-		if pol.Egress != nil {
-			chain(policyChain(rs, pol, false))
+		for _, c := range rd.rendered[pol.ID].chains {
+			chain(c)
 		}
 	}
 	return rs
+}
+
+// setInput is what one of the endpoint sets and maps is made of: an item
+// per element (a host veth and address, an address, an address and the
+// policy to jump to).
+type setInput struct {
+	name    string
+	kind    SetKind
+	ingress bool // a dispatch map's direction
+	items   []setItem
+}
+
+type setItem struct {
+	veth string
+	a    netip.Addr
+	id   string // the policy a dispatch element jumps to
+}
+
+func (in *setInput) build() *Set {
+	es := make([]Elem, 0, len(in.items))
+	for _, it := range in.items {
+		switch in.kind {
+		case KindEndpoint4, KindEndpoint6:
+			es = append(es, endpointElem(it.veth, it.a))
+		case KindPair4, KindPair6:
+			es = append(es, pairElem(it.a, it.a))
+		case KindVmap4, KindVmap6:
+			es = append(es, vmapElem(it.a, PolicyChain(it.id, in.ingress)))
+		default:
+			es = append(es, addrElem(it.a))
+		}
+	}
+	return &Set{Name: in.name, Kind: in.kind, Elems: elements(es)}
+}
+
+// endpointInputs are the inputs of the sets and maps made from the
+// endpoints: addresses, isolation and dispatch (n slots per direction).
+func endpointInputs(p *Program, n [2]int, has map[string][2]bool) []*setInput {
+	in := func(name string, k SetKind) *setInput { return &setInput{name: name, kind: k} }
+	eps := [2]*setInput{in("eps4", KindEndpoint4), in("eps6", KindEndpoint6)}
+	self := [2]*setInput{in("self4", KindPair4), in("self6", KindPair6)}
+	ingIso := [2]*setInput{in("ing_iso4", KindCounted4), in("ing_iso6", KindCounted6)}
+	egrIso := [2]*setInput{in("egr_iso4", KindCounted4), in("egr_iso6", KindCounted6)}
+	var ingSlot, egrSlot [2][]*setInput
+	for i := range n[0] {
+		for f, k := range [2]SetKind{KindVmap4, KindVmap6} {
+			ingSlot[f] = append(ingSlot[f], &setInput{name: fmt.Sprintf("ing%d_%d", 4+2*f, i), kind: k, ingress: true})
+		}
+	}
+	for i := range n[1] {
+		for f, k := range [2]SetKind{KindVmap4, KindVmap6} {
+			egrSlot[f] = append(egrSlot[f], &setInput{name: fmt.Sprintf("egr%d_%d", 4+2*f, i), kind: k})
+		}
+	}
+	for _, e := range p.Endpoints {
+		for _, a := range e.Addrs {
+			f := 0
+			if a.Is6() {
+				f = 1
+			}
+			eps[f].items = append(eps[f].items, setItem{veth: e.Veth, a: a})
+			self[f].items = append(self[f].items, setItem{a: a})
+			if len(e.Ingress) > 0 {
+				ingIso[f].items = append(ingIso[f].items, setItem{a: a})
+			}
+			if len(e.Egress) > 0 {
+				egrIso[f].items = append(egrIso[f].items, setItem{a: a})
+			}
+			// Dispatch only to chains the table has (a pod naming a
+			// policy that is not there stays isolated: a deny, never an
+			// open door).
+			for i, id := range e.Ingress {
+				if i < n[0] && has[id][0] {
+					ingSlot[f][i].items = append(ingSlot[f][i].items, setItem{a: a, id: id})
+				}
+			}
+			for i, id := range e.Egress {
+				if i < n[1] && has[id][1] {
+					egrSlot[f][i].items = append(egrSlot[f][i].items, setItem{a: a, id: id})
+				}
+			}
+		}
+	}
+	out := []*setInput{eps[0], eps[1], self[0], self[1], ingIso[0], ingIso[1], egrIso[0], egrIso[1]}
+	for f := range 2 {
+		out = append(out, ingSlot[f]...)
+		out = append(out, egrSlot[f]...)
+	}
+	return out
 }
 
 func roundUp(n int) int { return (n + slotStep - 1) / slotStep * slotStep }
@@ -287,7 +321,8 @@ func dispatch(p *Program, name string, ingress bool, slots int) *Chain {
 // it allows. The compiler leaves the peer and named-port elements empty
 // when the policy isolates no pod of this node (the chain is reached only
 // then).
-func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
+func policyChain(pol Policy, ingress bool) (*Chain, []*Set) {
+	var sets []*Set
 	rules := pol.Egress
 	peer := fDaddr
 	if ingress {
@@ -321,19 +356,19 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 		case r.PeerSet != "":
 			peerSet = r.PeerSet
 		default:
-			rs.Sets[peerSet+"4"] = &Set{Name: peerSet + "4", Kind: KindRange4, Elems: rangeElems(peers4)}
-			rs.Sets[peerSet+"6"] = &Set{Name: peerSet + "6", Kind: KindRange6, Elems: rangeElems(peers6)}
+			sets = append(sets, &Set{Name: peerSet + "4", Kind: KindRange4, Elems: rangeElems(peers4)},
+				&Set{Name: peerSet + "6", Kind: KindRange6, Elems: rangeElems(peers6)})
 		}
 		if len(r.Ports) > 0 {
 			var es []Elem
 			for _, pr := range r.Ports {
 				es = append(es, portsElem(pr))
 			}
-			rs.Sets[ruleSet(pol.ID, ingress, k, "ports")] = &Set{Name: ruleSet(pol.ID, ingress, k, "ports"), Kind: KindPorts, Elems: elements(es)}
+			sets = append(sets, &Set{Name: ruleSet(pol.ID, ingress, k, "ports"), Kind: KindPorts, Elems: elements(es)})
 		}
 		if r.NamedPorts {
-			rs.Sets[ruleSet(pol.ID, ingress, k, "named4")] = &Set{Name: ruleSet(pol.ID, ingress, k, "named4"), Kind: KindNamed4, Elems: namedElems(n4)}
-			rs.Sets[ruleSet(pol.ID, ingress, k, "named6")] = &Set{Name: ruleSet(pol.ID, ingress, k, "named6"), Kind: KindNamed6, Elems: namedElems(n6)}
+			sets = append(sets, &Set{Name: ruleSet(pol.ID, ingress, k, "named4"), Kind: KindNamed4, Elems: namedElems(n4)},
+				&Set{Name: ruleSet(pol.ID, ingress, k, "named6"), Kind: KindNamed6, Elems: namedElems(n6)})
 		}
 		note := fmt.Sprintf("%s %s[%d]", pol.Name, dir, k)
 		if haveRules {
@@ -378,7 +413,7 @@ func policyChain(rs *Ruleset, pol Policy, ingress bool) *Chain {
 		}
 		ruleCache.Store(shape, c.Rules)
 	}
-	return c
+	return c, sets
 }
 
 // ruleCache holds the rules of policy chains by shape (rules are never

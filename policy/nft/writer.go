@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/google/nftables"
@@ -147,24 +148,35 @@ func full(c *nftables.Conn, rs *Ruleset) (Change, error) {
 	return ch, nil
 }
 
-// diff changes the table from old to rs.
+// diff changes the table from old to rs. Sets and chains that are the
+// same values as in old (a Renderer reuses what did not change) are
+// skipped without a look at their contents.
 func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 	var ch Change
 	if !slices.Equal(old.Counters, rs.Counters) {
 		return full(c, rs)
 	}
 	for name, oc := range old.Chains {
-		if nc, ok := rs.Chains[name]; ok && !sameBase(oc, nc) {
+		if nc, ok := rs.Chains[name]; ok && nc != oc && !sameBase(oc, nc) {
 			return full(c, rs)
 		}
 	}
-	newSets := map[string]*nftables.Set{}
-	for _, name := range sortedKeys(rs.Sets) {
-		s := rs.Sets[name]
-		if os, ok := old.Sets[name]; ok && os.Kind != s.Kind {
+	var touched []string // sets new or possibly changed, sorted below
+	for name, s := range rs.Sets {
+		os, ok := old.Sets[name]
+		switch {
+		case os == s:
+		case ok && os.Kind != s.Kind:
 			return full(c, rs)
-		} else if !ok {
-			ns := s.Kind.nftSet(Table, name)
+		default:
+			touched = append(touched, name)
+		}
+	}
+	sort.Strings(touched)
+	newSets := map[string]*nftables.Set{}
+	for _, name := range touched {
+		if _, ok := old.Sets[name]; !ok {
+			ns := rs.Sets[name].Kind.nftSet(Table, name)
 			if err := c.AddSet(ns, nil); err != nil {
 				return ch, fmt.Errorf("set %s: %w", name, err)
 			}
@@ -172,9 +184,16 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 			ch.Sets++
 		}
 	}
+	var chainNames []string
+	for name, nc := range rs.Chains {
+		if oc, ok := old.Chains[name]; !ok || oc != nc {
+			chainNames = append(chainNames, name)
+		}
+	}
+	sort.Strings(chainNames)
 	chains := map[string]*nftables.Chain{}
 	var rewrite []string
-	for _, name := range sortedKeys(rs.Chains) {
+	for _, name := range chainNames {
 		nc := rs.Chains[name]
 		oc, ok := old.Chains[name]
 		switch {
@@ -190,7 +209,7 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 	}
 	// Elements: new sets get all theirs; changed sets the difference (an
 	// interval set is refilled: its ranges are not independent elements).
-	for _, name := range sortedKeys(rs.Sets) {
+	for _, name := range touched {
 		s := rs.Sets[name]
 		if ns, ok := newSets[name]; ok {
 			if err := addElems(c, ns, s.nftElems()); err != nil {
@@ -244,18 +263,14 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 	// them any more, and with them go map elements that jump to gone
 	// chains), then the gone chains.
 	var gone []*nftables.Chain
-	for _, name := range sortedKeys(old.Chains) {
-		if _, ok := rs.Chains[name]; !ok {
-			gc := &nftables.Chain{Table: Table, Name: name}
-			c.FlushChain(gc)
-			gone = append(gone, gc)
-		}
+	for _, name := range missing(old.Chains, rs.Chains) {
+		gc := &nftables.Chain{Table: Table, Name: name}
+		c.FlushChain(gc)
+		gone = append(gone, gc)
 	}
-	for _, name := range sortedKeys(old.Sets) {
-		if _, ok := rs.Sets[name]; !ok {
-			c.DelSet(&nftables.Set{Table: Table, Name: name})
-			ch.Sets++
-		}
+	for _, name := range missing(old.Sets, rs.Sets) {
+		c.DelSet(&nftables.Set{Table: Table, Name: name})
+		ch.Sets++
 	}
 	for _, gc := range gone {
 		c.DelChain(gc)
@@ -263,6 +278,18 @@ func diff(c *nftables.Conn, old, rs *Ruleset) (Change, error) {
 		ch.Tightening = true
 	}
 	return ch, nil
+}
+
+// missing lists, sorted, the names in old that are not in cur.
+func missing[V any](old, cur map[string]V) []string {
+	var out []string
+	for name := range old {
+		if _, ok := cur[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // elemBatch bounds the elements per netlink message (attribute lengths are
