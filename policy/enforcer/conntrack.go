@@ -2,10 +2,14 @@ package enforcer
 
 import (
 	"net/netip"
+	"runtime"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/brindle-net/brindle/internal/sysctl"
 	"github.com/brindle-net/brindle/policy"
 )
 
@@ -61,4 +65,50 @@ func hostAddrs(h *netlink.Handle) map[netip.Addr]bool {
 		}
 	}
 	return out
+}
+
+// conntrackEntries is the number of conntrack entries in network namespace
+// nsh (0: the calling thread's), or -1 when it cannot be read. The count
+// is per namespace, while a dump walks the kernel's table of every
+// namespace (262,144 buckets here): with no entry there is nothing to
+// check, and the dump is spared.
+func conntrackEntries(nsh netns.NsHandle) int {
+	read := func() int {
+		v, err := sysctl.Get("net/netfilter/nf_conntrack_count")
+		if err != nil {
+			return -1
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	if nsh == 0 {
+		return read()
+	}
+	// On a thread of its own: one left in the wrong namespace ends with
+	// its goroutine instead of being reused.
+	out := make(chan int, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			out <- -1
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(nsh); err != nil {
+			runtime.UnlockOSThread()
+			out <- -1
+			return
+		}
+		n := read()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		out <- n
+	}()
+	return <-out
 }

@@ -4,9 +4,14 @@
 // Kubernetes, the NetworkPolicies compiled against Pods and Namespaces.
 //
 // It is level-triggered: informer events, kernel link and route changes
-// and the node list only mark the state dirty; one sync reads everything,
-// compiles, renders and writes the table in one transaction. Events that
-// arrive during a sync cost one more sync, not one each. The table stays
+// and the node list only mark the state dirty; one sync computes the whole
+// desired table and writes what differs in one transaction. Events that
+// arrive during a sync cost one more sync, not one each. A sync costs what
+// changed, not the cluster: only changed pods are read again from the
+// informer's store, policy.Compiler compiles again only the policies a
+// change touches, nft.Renderer renders again only their chains and sets
+// and the endpoint sets whose inputs changed, and the writer's diff skips
+// what it reused without looking inside. The table stays
 // in the kernel when brindled stops; a restarted brindled writes nothing
 // until its caches have synced, then replaces the table atomically. A
 // change behind its back (`nft flush ruleset`) is seen by polling the
@@ -77,6 +82,11 @@ type Enforcer struct {
 	locals      []policy.Local
 	// flushes hands the conntrack check to its own goroutine (latest wins).
 	flushes chan flushJob
+	// syncMu serialises syncs; compiler and renderer keep what the last
+	// one made, so that a change costs what it touches.
+	syncMu   sync.Mutex
+	compiler policy.Compiler
+	renderer nft.Renderer
 
 	mu    sync.Mutex
 	model *policy.Model
@@ -203,6 +213,8 @@ func (e *Enforcer) beforeFull() {
 
 // Sync computes and writes the table once.
 func (e *Enforcer) Sync() {
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
 	e.syncs.Add(1)
 	start := time.Now()
 	st, err := e.sync()
@@ -251,13 +263,13 @@ func (e *Enforcer) sync() (Status, error) {
 	if e.cfg.Kube != nil {
 		cluster, locals = e.cfg.Kube.Cluster(locals)
 	}
-	m := policy.Compile(cluster)
+	m := e.compiler.Compile(cluster)
 	e.mu.Lock()
 	minSlots := e.slots
 	e.mu.Unlock()
-	prog := m.Program(locals, e.cfg.Kube == nil)
+	prog := e.compiler.Program(m, locals, e.cfg.Kube == nil)
 	prog.Nodes, prog.VXLANPort, prog.VXLANVNI, prog.LogGroup, prog.MinSlots = nodes, e.cfg.VXLANPort, e.cfg.VXLANVNI, e.cfg.LogGroup, minSlots
-	rs := nft.Render(prog)
+	rs := e.renderer.Render(prog)
 	ch, err := e.cfg.Writer.Apply(rs)
 	if err != nil {
 		return st, err
@@ -391,7 +403,11 @@ func (e *Enforcer) flushLoop(ctx context.Context) {
 			return
 		case job = <-e.flushes:
 		}
-		n, err := flushDenied(e.cfg.Netlink, job.m, job.local, hostAddrs(e.cfg.Netlink))
+		var n uint
+		var err error
+		if conntrackEntries(e.cfg.NetNS) != 0 {
+			n, err = flushDenied(e.cfg.Netlink, job.m, job.local, hostAddrs(e.cfg.Netlink))
+		}
 		e.metrics.flushed.Add(float64(n))
 		e.mu.Lock()
 		e.last.Flushed += n

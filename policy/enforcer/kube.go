@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,7 +13,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/policy"
 	"github.com/brindle-net/brindle/policy/nft"
 )
@@ -29,11 +29,17 @@ type Kube struct {
 	nss     cache.SharedIndexInformer
 	pols    cache.SharedIndexInformer
 	changed chan struct{}
+
+	mu        sync.Mutex
+	dirtyPods map[string]bool // keys of pods changed since the last Cluster
+	// podCache holds what Cluster made of each pod; only the store's new
+	// objects are converted again (pods.go).
+	podCache podCache
 }
 
 // NewKube watches through cs; node is this node's name.
 func NewKube(cs kubernetes.Interface, node string) *Kube {
-	k := &Kube{node: node, changed: make(chan struct{}, 1),
+	k := &Kube{node: node, changed: make(chan struct{}, 1), dirtyPods: map[string]bool{},
 		factory: informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(trim))}
 	k.pods = k.factory.Core().V1().Pods().Informer()
 	k.nss = k.factory.Core().V1().Namespaces().Informer()
@@ -43,10 +49,25 @@ func NewKube(cs kubernetes.Interface, node string) *Kube {
 		UpdateFunc: func(any, any) { k.signal() },
 		DeleteFunc: func(any) { k.signal() },
 	}
-	for _, inf := range []cache.SharedIndexInformer{k.pods, k.nss, k.pols} {
+	for _, inf := range []cache.SharedIndexInformer{k.nss, k.pols} {
 		_, _ = inf.AddEventHandler(h)
 	}
+	_, _ = k.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    k.podChanged,
+		UpdateFunc: func(_, o any) { k.podChanged(o) },
+		DeleteFunc: k.podChanged,
+	})
 	return k
+}
+
+// podChanged marks a pod for Cluster to look at again.
+func (k *Kube) podChanged(o any) {
+	if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o); err == nil {
+		k.mu.Lock()
+		k.dirtyPods[key] = true
+		k.mu.Unlock()
+	}
+	k.signal()
 }
 
 func (k *Kube) signal() {
@@ -74,8 +95,12 @@ func (k *Kube) Changed() <-chan struct{} { return k.changed }
 
 // Cluster is the compiler's input now. locals are the node's attachments
 // from the kernel: each is matched to its pod by the host veth's name
-// (conf.HostVethName), and a local pod's addresses are taken from its host
-// routes, which exist before the kubelet reports status.podIPs.
+// (conf.HostVethNameIf), and a local pod's addresses are taken from its
+// host routes, which exist before the kubelet reports status.podIPs.
+// Only the pods changed since the last call are read and converted again;
+// the others are the same *policy.Pod values as last time, in the same
+// order, which is what lets policy.Compiler keep what they did not touch.
+// Cluster is called by one goroutine (the sync loop).
 func (k *Kube) Cluster(locals []policy.Local) (*policy.Cluster, []policy.Local) {
 	c := &policy.Cluster{}
 	for _, o := range k.nss.GetStore().List() {
@@ -85,33 +110,12 @@ func (k *Kube) Cluster(locals []policy.Local) (*policy.Cluster, []policy.Local) 
 	for _, o := range k.pols.GetStore().List() {
 		c.Policies = append(c.Policies, o.(*networkingv1.NetworkPolicy))
 	}
-	byVeth := map[string]int{}
-	for i, l := range locals {
-		byVeth[l.Veth] = i
-	}
-	out := slices.Clone(locals)
-	for _, o := range k.pods.GetStore().List() {
-		p := o.(*corev1.Pod)
-		pod, ok := PodOf(p)
-		if !ok {
-			continue
-		}
-		if p.Spec.NodeName == k.node && !p.Spec.HostNetwork {
-			// eth0's host veth, and those of further interfaces (net1…).
-			for _, ifname := range attachmentIfnames {
-				if i, ok := byVeth[conf.HostVethNameIf(p.Namespace, p.Name, "", ifname)]; ok {
-					out[i].Namespace, out[i].Name = p.Namespace, p.Name
-					if ifname == "eth0" {
-						pod.Addrs = locals[i].Addrs
-					} else {
-						pod.Addrs = append(pod.Addrs, locals[i].Addrs...)
-					}
-				}
-			}
-		}
-		c.Pods = append(c.Pods, pod)
-	}
-	return c, out
+	k.mu.Lock()
+	dirty := k.dirtyPods
+	k.dirtyPods = map[string]bool{}
+	k.mu.Unlock()
+	c.Pods, locals = k.podCache.update(k.pods.GetStore(), dirty, k.node, locals)
+	return c, locals
 }
 
 // attachmentIfnames are the pod interfaces whose host veths are matched to
