@@ -37,15 +37,16 @@ func (p *Plugin) kubeRequest(c *call, namespace, name, uid string, req *AssignRe
 	defer cancel()
 	start := time.Now()
 	info, err := podinfo.Lookup(ctx, podinfo.Config{Socket: c.n.Kubernetes.Socket, Kubeconfig: c.n.Kubernetes.Kubeconfig}, namespace, name, uid)
+	took := time.Since(start)
 	if err == nil {
-		p.Log.Debug("pod annotations read", "namespace", namespace, "pod", name, "from", info.Source, "took", time.Since(start))
+		p.Log.Debug("pod annotations read", "namespace", namespace, "pod", name, "from", info.Source, "took", took)
 	}
 	switch {
 	case errors.Is(err, podinfo.ErrNoAccess):
 		return nil, nil
 	case errors.Is(err, podinfo.ErrNotFound):
 		// A static pod before its mirror exists: nothing to read.
-		p.Log.Warn("pod not in the Kubernetes API; its annotations are not read", "namespace", namespace, "pod", name, "err", err)
+		p.Log.Warn("pod not in the Kubernetes API; its annotations are not read", "namespace", namespace, "pod", name, "took", took, "err", err)
 		return nil, nil
 	case err != nil:
 		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("pod %s/%s: read its annotations: %v", namespace, name, err), "")

@@ -110,7 +110,7 @@ func run(pods, rounds int, bin string) error {
 	defer stopEtcd()
 	// Reading pods' annotations in Kubernetes (kube.go), when the
 	// apiserver's binaries are there.
-	kb, err := startKube(host.NS, pods)
+	kb, err := startKube(host.NS, pods*rounds)
 	noKube := ""
 	switch {
 	case errors.Is(err, kubetest.ErrMissing):
