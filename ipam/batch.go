@@ -47,14 +47,11 @@ type pending struct {
 // the others go ahead. runBatch returns an error only when no request
 // could be decided (etcd unreachable, deadline).
 func (a *Allocator) runBatch(ctx context.Context, node string, ps []*pending, rc *readCache) error {
+	// The block hints are needed only by an attempt that reads: one that
+	// starts from the node-local state knows the node's blocks. They are
+	// loaded when the first such attempt comes (after a reset, perhaps).
 	var hint []netip.Prefix
-	hints := a.Hints
-	if rc.fromState {
-		hints = nil
-	}
-	if hints != nil {
-		hint = hints.Load(node)
-	}
+	hintLoaded := false
 	what := fmt.Sprintf("%d calls on node %s", len(ps), node)
 	if len(ps) == 1 {
 		what = ps[0].what()
@@ -65,6 +62,9 @@ func (a *Allocator) runBatch(ctx context.Context, node string, ps []*pending, rc
 			live := slices.DeleteFunc(slices.Clone(ps), func(p *pending) bool { return p.done })
 			if len(live) == 0 {
 				return true, nil
+			}
+			if !rc.fromState && !hintLoaded && a.Hints != nil {
+				hint, hintLoaded = a.Hints.Load(node), true
 			}
 			handles := make([]string, len(live))
 			for i, p := range live {
@@ -113,9 +113,9 @@ func (a *Allocator) runBatch(ctx context.Context, node string, ps []*pending, rc
 			return true, nil
 		}
 	})
-	if err == nil && hints != nil && last != nil {
+	if err == nil && hintLoaded && last != nil {
 		if blocks := sortedPrefixes(last.affs); !slices.Equal(blocks, hint) {
-			hints.Save(node, blocks)
+			a.Hints.Save(node, blocks)
 		}
 	}
 	for _, p := range ps {

@@ -68,3 +68,25 @@ func TestAssignRoundTrips(t *testing.T) {
 		t.Fatalf("stale hint not replaced: %v", got)
 	}
 }
+
+// A retry that must read afresh after starting from the node-local state
+// (here: a repeated ADD, whose answer is confirmed by a linearizable read)
+// reads the node's blocks in the same round trip as the rest, through the
+// hints: the state it started from is gone with the reset.
+func TestResetStateReadsThroughHints(t *testing.T) {
+	base, _ := newAllocOn(t, "http")
+	addPool(t, base, "default", "10.244.0.0/16", nil)
+	tc := &tripCounter{Store: base.Store}
+	dir := t.TempDir()
+	a := localAlloc(tc, filepath.Join(dir, "queue"), "n1")
+	a.Hints = FileHints{Dir: dir}
+	first := assign4(t, a, "n1", "h1.eth0") // no state yet: reads, claims, writes the hint and the state
+	assign4(t, a, "n1", "h2.eth0")
+	tc.reset()
+	if again := assign4(t, a, "n1", "h1.eth0"); again.Addr != first.Addr {
+		t.Fatalf("repeated ADD got %v, want %v", again.Addr, first.Addr)
+	}
+	if r, c := tc.reads.Load(), tc.commits.Load(); r != 1 || c != 1 {
+		t.Fatalf("repeated ADD from the state: %d reads, %d commits; want 1 (the confirming read, blocks included) and 1", r, c)
+	}
+}

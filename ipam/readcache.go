@@ -64,7 +64,13 @@ func (c *readCache) Read(ctx context.Context, gets ...Get) ([][]KV, error) {
 	return out, nil
 }
 
-func (c *readCache) reset() { clear(c.gets) }
+// reset forgets everything read, so the next attempt reads afresh. What
+// came from the node-local state is gone with it: that attempt needs the
+// block hints again to read the node's blocks in its first round trip.
+func (c *readCache) reset() {
+	clear(c.gets)
+	c.fromState = false
+}
 
 // refresh records the current values of the guarded keys of ops: cur holds
 // those that exist; the others were deleted (or never created).
