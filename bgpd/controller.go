@@ -83,6 +83,10 @@ type Controller struct {
 	rebuild  *GlobalSpec // the speaker settings that must replace the running ones
 	// lastState is the cluster state the last config reconcile parsed.
 	lastState *clusterState
+	// tunnels is the tunnel spec last applied whole (tunnelsOK); only
+	// the controller's loop touches them.
+	tunnels   TunnelSpec
+	tunnelsOK bool
 }
 
 // NewController builds a controller; Run drives it.
@@ -108,6 +112,9 @@ type clusterState struct {
 	pools  []conf.IPPool
 	blocks []netip.Prefix
 	pods   []netip.Addr
+	// idx indexes nodes; read builds it, so that a learned path does not
+	// cost parsing every node's addresses again.
+	idx *NodeIndex
 }
 
 func (c *Controller) read() (*clusterState, error) {
@@ -182,6 +189,7 @@ func (c *Controller) read() (*clusterState, error) {
 	// In a stable order, so that the same state renders the same routes
 	// (route sync then has nothing to compare).
 	slices.SortFunc(st.blocks, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	st.idx = IndexNodes(&st.self, st.nodes)
 	for _, v := range ca.Snapshot(ipam.Prefix + "endpoints/" + c.cfg.NodeName + "/") {
 		var ep ipam.Endpoint
 		if json.Unmarshal(v, &ep) != nil {
@@ -304,6 +312,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-c.cfg.RouteEvents:
 			c.cfg.Log.Info("a brindle route was removed behind brindled's back; resyncing")
 			c.cfg.FIB.Invalidate()
+			c.tunnelsOK = false // a tunnel device may have gone with it
 		case <-ticker.C:
 			config = true
 			c.cfg.FIB.Invalidate()
@@ -359,14 +368,10 @@ func (c *Controller) reconcile(ctx context.Context, config bool) {
 		c.mu.Unlock()
 	}
 	errs = append(errs, c.tunnelAddr(ctx, st)...)
-	routes, rerrs := KernelRoutes(&st.self, st.nodes, st.blocks, c.cfg.Speaker.RIB(), ranges, c.cfg.Render(&st.self, st.pools))
+	routes, rerrs := st.idx.KernelRoutes(st.blocks, c.cfg.Speaker.RIB(), ranges, c.cfg.Render(&st.self, st.pools))
 	errs = append(errs, rerrs...)
 	// Tunnel devices first: routes through them need them up.
-	if c.cfg.Tunnels != nil {
-		if err := c.cfg.Tunnels.Set(c.tunnelSpec(st, routes)); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, c.setTunnels(st, routes, config)...)
 	res, err := c.cfg.FIB.Set(routes)
 	if err != nil {
 		errs = append(errs, err)

@@ -129,47 +129,68 @@ func Native(p Path, _ *conf.Node) (Route, error) {
 // of looping), and a route for each learned path that falls in an import
 // range and does not point back at the node itself.
 func KernelRoutes(self *conf.Node, nodes []conf.Node, blocks []netip.Prefix, rib []Path, ranges []ImportRange, render Renderer) ([]Route, []error) {
-	var out []Route
+	return IndexNodes(self, nodes).KernelRoutes(blocks, rib, ranges, render)
+}
+
+// NodeIndex finds the node records by address. Building it parses every
+// record's addresses, so the controller builds it once per cluster state,
+// not once per learned path: at 100 nodes a route reflector's client
+// renders its routes after every path it learns.
+type NodeIndex struct {
+	byAddr map[netip.Addr]*conf.Node
+	self   map[netip.Addr]bool
+}
+
+// IndexNodes indexes nodes (and self's own addresses); it keeps pointers
+// into nodes, which must not change afterwards.
+func IndexNodes(self *conf.Node, nodes []conf.Node) *NodeIndex {
+	x := &NodeIndex{byAddr: make(map[netip.Addr]*conf.Node, 2*len(nodes)), self: map[netip.Addr]bool{}}
+	for i := range nodes {
+		if a, ok := nodes[i].IPv4(); ok {
+			x.byAddr[a.Addr()] = &nodes[i]
+		}
+		if a, ok := nodes[i].IPv6(); ok {
+			x.byAddr[a.Addr()] = &nodes[i]
+		}
+	}
+	if a, ok := self.IPv4(); ok {
+		x.self[a.Addr()] = true
+	}
+	if a, ok := self.IPv6(); ok {
+		x.self[a.Addr()] = true
+	}
+	return x
+}
+
+// KernelRoutes is the package-level KernelRoutes on an index built before.
+func (x *NodeIndex) KernelRoutes(blocks []netip.Prefix, rib []Path, ranges []ImportRange, render Renderer) ([]Route, []error) {
+	out := make([]Route, 0, len(blocks)+len(rib))
 	var errs []error
 	for _, b := range blocks {
 		out = append(out, Route{Dst: b, Type: Blackhole})
-	}
-	byAddr := map[netip.Addr]*conf.Node{}
-	for i := range nodes {
-		if a, ok := nodes[i].IPv4(); ok {
-			byAddr[a.Addr()] = &nodes[i]
-		}
-		if a, ok := nodes[i].IPv6(); ok {
-			byAddr[a.Addr()] = &nodes[i]
-		}
-	}
-	selfAddrs := map[netip.Addr]bool{}
-	if a, ok := self.IPv4(); ok {
-		selfAddrs[a.Addr()] = true
-	}
-	if a, ok := self.IPv6(); ok {
-		selfAddrs[a.Addr()] = true
 	}
 	// Prefixes the nodes themselves announce: a path from outside the
 	// cluster (an external peer's own, or a router's with next-hop-self)
 	// may not take traffic for addresses inside them, nor inside this
 	// node's own blocks — a peer announcing a pod's /32 would otherwise
-	// pull that pod's traffic away from the node that has it.
+	// pull that pod's traffic away from the node that has it. Only needed
+	// when there is such a path.
 	var owned []netip.Prefix
 	for _, p := range rib {
-		if byAddr[p.NextHop] != nil {
-			owned = append(owned, p.Prefix)
+		if p.NextHop.IsValid() && x.byAddr[p.NextHop] == nil {
+			owned = x.owned(blocks, rib)
+			break
 		}
 	}
-	owned = append(owned, blocks...)
 	for _, p := range rib {
-		if selfAddrs[p.NextHop] || !p.NextHop.IsValid() || !inRanges(p.Prefix, ranges) {
+		if x.self[p.NextHop] || !p.NextHop.IsValid() || !inRanges(p.Prefix, ranges) {
 			continue
 		}
-		if byAddr[p.NextHop] == nil && coveredBy(p.Prefix, owned) {
+		peer := x.byAddr[p.NextHop]
+		if peer == nil && coveredBy(p.Prefix, owned) {
 			continue
 		}
-		r, err := render(p, byAddr[p.NextHop])
+		r, err := render(p, peer)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -177,6 +198,17 @@ func KernelRoutes(self *conf.Node, nodes []conf.Node, blocks []netip.Prefix, rib
 		out = append(out, r)
 	}
 	return out, errs
+}
+
+// owned are the prefixes announced by nodes, and the node's own blocks.
+func (x *NodeIndex) owned(blocks []netip.Prefix, rib []Path) []netip.Prefix {
+	var owned []netip.Prefix
+	for _, p := range rib {
+		if x.byAddr[p.NextHop] != nil {
+			owned = append(owned, p.Prefix)
+		}
+	}
+	return append(owned, blocks...)
 }
 
 // coveredBy reports whether p equals or lies inside one of ps.

@@ -80,6 +80,28 @@ func (c *Controller) tunnelSpec(st *clusterState, routes []Route) TunnelSpec {
 	return spec
 }
 
+// setTunnels makes the tunnel devices match the state. Checking them asks
+// the kernel for each device, so a path learned by BGP (the common event:
+// at 100 nodes a reflector's client learns one per block claimed anywhere)
+// applies them only when the spec changed; a configuration change, the
+// periodic resync (config) and a route removed behind brindled's back
+// (tunnelsOK cleared) check the kernel whatever the spec.
+func (c *Controller) setTunnels(st *clusterState, routes []Route, config bool) []error {
+	if c.cfg.Tunnels == nil {
+		return nil
+	}
+	spec := c.tunnelSpec(st, routes)
+	if !config && c.tunnelsOK && spec.Equal(c.tunnels) {
+		return nil
+	}
+	if err := c.cfg.Tunnels.Set(spec); err != nil {
+		c.tunnelsOK = false
+		return []error{err}
+	}
+	c.tunnels, c.tunnelsOK = spec, true
+	return nil
+}
+
 // natPrefixes are the IPv4 pools that ask for NAT outgoing, and all IPv4
 // pools (disabled ones too: their pods still live).
 func natPrefixes(pools []conf.IPPool) (nat, all []netip.Prefix) {

@@ -80,6 +80,7 @@ type Speaker struct {
 	exported map[netip.Prefix][]byte // prefix -> path UUID
 	ranges   map[string]ImportRange  // import defined-set entries
 	rib      map[netip.Prefix]Path
+	sorted   []Path              // rib in order, nil when it must be sorted again
 	reenable map[netip.Addr]bool // peers closed for too many prefixes, waiting
 	// noExport and external are what SetNoExport last installed.
 	noExport []netip.Prefix
@@ -183,10 +184,21 @@ func (sp *Speaker) onEvent(r *api.WatchEventResponse) {
 		}
 		peer, _ := netip.ParseAddr(p.NeighborIp)
 		np := Path{Prefix: pfx, NextHop: nh, Peer: peer}
-		if sp.rib[pfx] != np {
-			sp.rib[pfx] = np
+		old, had := sp.rib[pfx]
+		if old == np {
+			continue
+		}
+		sp.rib[pfx] = np
+		sp.sorted = nil
+		// The same next hop from another peer (the second route reflector
+		// winning the tie) changes no kernel route: only who sent it,
+		// which a later withdrawal is matched against.
+		if !had || old.NextHop != nh {
 			changed = true
 		}
+	}
+	if changed {
+		sp.sorted = nil
 	}
 	sp.mu.Unlock()
 	if changed {
@@ -239,10 +251,14 @@ func signal(c chan struct{}) {
 	}
 }
 
-// RIB returns the learned best paths.
+// RIB returns the learned best paths, in order. The slice is shared with
+// later calls until the table changes: callers must not modify it.
 func (sp *Speaker) RIB() []Path {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if sp.sorted != nil {
+		return sp.sorted
+	}
 	out := make([]Path, 0, len(sp.rib))
 	for _, p := range sp.rib {
 		out = append(out, p)
@@ -254,6 +270,7 @@ func (sp *Speaker) RIB() []Path {
 		}
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
+	sp.sorted = out
 	return out
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 
@@ -52,6 +53,24 @@ type VXLANSpec struct {
 	// Peers get a permanent neighbour entry (tunnel ip -> MAC) and a
 	// permanent FDB entry (MAC -> node ip) each.
 	Peers []VTEP
+}
+
+// Equal reports whether two specs ask for the same devices and entries.
+func (s TunnelSpec) Equal(o TunnelSpec) bool {
+	if (s.IPIP == nil) != (o.IPIP == nil) || s.IPIP != nil && *s.IPIP != *o.IPIP {
+		return false
+	}
+	if (s.VXLAN == nil) != (o.VXLAN == nil) {
+		return false
+	}
+	if s.VXLAN == nil {
+		return true
+	}
+	a, b := s.VXLAN, o.VXLAN
+	return a.Local == b.Local && bytes.Equal(a.MAC, b.MAC) && a.MTU == b.MTU && a.Addr == b.Addr &&
+		slices.EqualFunc(a.Peers, b.Peers, func(x, y VTEP) bool {
+			return x.Node == y.Node && x.TunnelIP == y.TunnelIP && bytes.Equal(x.MAC, y.MAC) && x.NodeIP == y.NodeIP
+		})
 }
 
 // IPIPSpec describes tunl0. It is the ipip module's fallback device, which
