@@ -10,16 +10,16 @@ import (
 	"fmt"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// Clients are the API clients brindled uses.
+// Clients are the API clients brindled uses: typed REST clients of the
+// few groups it needs (api.go) and the metadata client.
 type Clients struct {
 	Config *rest.Config
-	Typed  kubernetes.Interface
+	Typed  *API
 	Meta   metadata.Interface
 }
 
@@ -50,9 +50,9 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 		cfg.QPS, cfg.Burst = 20, 40
 	}
 	cfg.UserAgent = "brindled"
-	typed, err := kubernetes.NewForConfig(cfg)
+	typed, err := NewAPI(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
 	meta, err := metadata.NewForConfig(cfg)
 	if err != nil {

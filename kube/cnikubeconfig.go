@@ -13,7 +13,6 @@ import (
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Defaults of the CNI plugins' Kubernetes identity.
@@ -88,8 +87,8 @@ func (k *CNIKubeconfig) Ensure(ctx context.Context) (bool, error) {
 		}
 	}
 	secs := int64(k.Lifetime / time.Second)
-	tr, err := k.Clients.Typed.CoreV1().ServiceAccounts(k.Namespace).CreateToken(ctx, k.ServiceAccount,
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+	tr, err := k.Clients.Typed.CreateToken(ctx, k.Namespace, k.ServiceAccount,
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}})
 	if err != nil {
 		return false, fmt.Errorf("cni kubeconfig: token for serviceaccount %s/%s: %w", k.Namespace, k.ServiceAccount, err)
 	}

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/brindle-net/brindle/ipam"
@@ -72,13 +72,12 @@ func NewController(cfg ControllerConfig) *Controller {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	mf := metadatainformer.NewSharedInformerFactory(cfg.Clients.Meta, 0)
-	tf := informers.NewSharedInformerFactory(cfg.Clients.Typed, 0)
+	meta, api := cfg.Clients.Meta, cfg.Clients.Typed
 	c := &Controller{cfg: cfg,
-		nodes:   mf.ForResource(nodesGVR).Informer(),
-		pods:    mf.ForResource(podsGVR).Informer(),
-		sts:     tf.Apps().V1().StatefulSets().Informer(),
-		svc:     tf.Networking().V1().ServiceCIDRs().Informer(),
+		nodes:   MetadataInformer(meta, nodesGVR, metav1.NamespaceAll, nil),
+		pods:    MetadataInformer(meta, podsGVR, metav1.NamespaceAll, nil),
+		sts:     Informer(api.Apps, "statefulsets", &appsv1.StatefulSet{}),
+		svc:     Informer(api.Networking, "servicecidrs", &networkingv1.ServiceCIDR{}),
 		trigger: make(chan struct{}, 1),
 		missing: map[string]time.Time{}, claimLogged: map[string]bool{},
 	}

@@ -188,7 +188,7 @@ func (c *Controller) gcSticky(ctx context.Context, handles []*ipam.Handle) error
 		if cid != "" && c.podAlive(ns, h.Attrs[ipam.AttrPod], h.Attrs[ipam.AttrPodUID]) {
 			continue // the pod is still there (terminating): after its DEL
 		}
-		s, err := c.cfg.Clients.Typed.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		s, err := c.cfg.Clients.Typed.StatefulSet(ctx, ns, name)
 		switch {
 		case err == nil && replicaWanted(s, uid, ord):
 			continue

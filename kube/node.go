@@ -32,7 +32,7 @@ func metaFor(namespace, name string) metav1.ObjectMeta {
 // status.addresses) with the prefix length of the local interface address
 // that carries it: the subnet decides whether peers are directly reachable.
 func InternalIP(ctx context.Context, c *Clients, node string, v6 bool) (netip.Prefix, error) {
-	n, err := c.Typed.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	n, err := c.Typed.Node(ctx, node)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("%s: node %s: %w", InternalIPSpec, node, err)
 	}
@@ -93,7 +93,7 @@ type LabelSync struct {
 
 // Run watches the Node until ctx ends.
 func (s *LabelSync) Run(ctx context.Context) {
-	lw := cache.NewFilteredListWatchFromClient(s.Clients.Typed.CoreV1().RESTClient(), "nodes", metav1.NamespaceAll,
+	lw := cache.NewFilteredListWatchFromClient(s.Clients.Typed.Core, "nodes", metav1.NamespaceAll,
 		func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", s.Node).String()
 		})

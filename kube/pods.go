@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/brindle-net/brindle/kube/podinfo"
@@ -34,13 +33,11 @@ type PodCache struct {
 
 // NewPodCache watches the pods of node and all namespaces; Run starts it.
 func NewPodCache(c *Clients, node string) *PodCache {
-	pods := metadatainformer.NewFilteredMetadataInformer(c.Meta, podsGVR, metav1.NamespaceAll, 0, cache.Indexers{
-		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
-	}, func(o *metav1.ListOptions) {
+	pods := MetadataInformer(c.Meta, podsGVR, metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
 	})
-	nss := metadatainformer.NewFilteredMetadataInformer(c.Meta, namespacesGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil)
-	return &PodCache{c: c, pods: pods.Informer(), nss: nss.Informer()}
+	nss := MetadataInformer(c.Meta, namespacesGVR, metav1.NamespaceAll, nil)
+	return &PodCache{c: c, pods: pods, nss: nss}
 }
 
 // Run runs the informers until ctx ends.

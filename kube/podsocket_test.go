@@ -88,10 +88,10 @@ func TestPodSocketAndCNIKubeconfig(t *testing.T) {
 	}
 	// The CNI token reads a pod and a namespace and nothing else.
 	cni := cniClientsFrom(t, path)
-	if _, err := cni.Typed.CoreV1().Pods("apps").List(ctx, metav1.ListOptions{}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+	if err := cni.Typed.Core.Get().Namespace("apps").Resource("pods").Do(ctx).Error(); err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Errorf("brindle-cni may list pods: %v", err)
 	}
-	if _, err := cni.Typed.CoreV1().Secrets(DefaultNamespace).Get(ctx, "x", metav1.GetOptions{}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+	if err := cni.Typed.Core.Get().Namespace(DefaultNamespace).Resource("secrets").Name("x").Do(ctx).Error(); err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Errorf("brindle-cni may read secrets: %v", err)
 	}
 	// brindle-node may not mint tokens for other accounts.

@@ -45,7 +45,7 @@ func startPolicy(ctx context.Context, p policyFlags, node string, kc *kube.Clien
 		Nodes: func() ([]netip.Addr, bool) { return nodeAddrs(cache) },
 	}
 	if kc != nil {
-		cfg.Kube = enforcer.NewKube(kc.Typed, node)
+		cfg.Kube = enforcer.NewKube(kc.Typed.Core, kc.Typed.Networking, node)
 		log.Info("NetworkPolicy enforced from the Kubernetes API", "apiserver", kc.Config.Host)
 	}
 	e := enforcer.New(cfg)

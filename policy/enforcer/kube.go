@@ -9,8 +9,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/brindle-net/brindle/policy"
@@ -24,7 +25,6 @@ import (
 // their last state, and so does the table.
 type Kube struct {
 	node    string
-	factory informers.SharedInformerFactory
 	pods    cache.SharedIndexInformer
 	nss     cache.SharedIndexInformer
 	pols    cache.SharedIndexInformer
@@ -37,13 +37,21 @@ type Kube struct {
 	podCache podCache
 }
 
-// NewKube watches through cs; node is this node's name.
-func NewKube(cs kubernetes.Interface, node string) *Kube {
-	k := &Kube{node: node, changed: make(chan struct{}, 1), dirtyPods: map[string]bool{},
-		factory: informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(trim))}
-	k.pods = k.factory.Core().V1().Pods().Informer()
-	k.nss = k.factory.Core().V1().Namespaces().Informer()
-	k.pols = k.factory.Networking().V1().NetworkPolicies().Informer()
+// NewKube watches through REST clients of core/v1 and networking/v1 (a
+// clientset's CoreV1().RESTClient() and NetworkingV1().RESTClient(), or
+// brindled's kube.API, which spares brindled client-go's registration of
+// every API group); node is this node's name.
+func NewKube(core, networking cache.Getter, node string) *Kube {
+	k := &Kube{node: node, changed: make(chan struct{}, 1), dirtyPods: map[string]bool{}}
+	informer := func(c cache.Getter, resource string, obj runtime.Object) cache.SharedIndexInformer {
+		lw := cache.NewListWatchFromClient(c, resource, metav1.NamespaceAll, fields.Everything())
+		inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		_ = inf.SetTransform(trim)
+		return inf
+	}
+	k.pods = informer(core, "pods", &corev1.Pod{})
+	k.nss = informer(core, "namespaces", &corev1.Namespace{})
+	k.pols = informer(networking, "networkpolicies", &networkingv1.NetworkPolicy{})
 	h := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { k.signal() },
 		UpdateFunc: func(any, any) { k.signal() },
@@ -78,7 +86,11 @@ func (k *Kube) signal() {
 }
 
 // Start runs the informers until ctx ends.
-func (k *Kube) Start(ctx context.Context) { k.factory.Start(ctx.Done()) }
+func (k *Kube) Start(ctx context.Context) {
+	for _, inf := range []cache.SharedIndexInformer{k.pods, k.nss, k.pols} {
+		go inf.Run(ctx.Done())
+	}
+}
 
 // WaitSynced waits up to d for the first lists.
 func (k *Kube) WaitSynced(ctx context.Context, d time.Duration) bool {

@@ -8,11 +8,11 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/kube"
 	"github.com/brindle-net/brindle/policy/enforcer"
 )
 
@@ -58,21 +58,22 @@ func TestManifestRBAC(t *testing.T) {
 			}
 		}
 	}
-	as := func(user string) kubernetes.Interface {
+	// Through brindled's own API clients (kube.API), as brindled runs it.
+	as := func(user string) *enforcer.Kube {
 		c := rest.CopyConfig(s.Config)
 		c.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
-		k, err := kubernetes.NewForConfig(c)
+		a, err := kube.NewAPI(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return k
+		return enforcer.NewKube(a.Core, a.Networking, "n")
 	}
-	k := enforcer.NewKube(as("system:serviceaccount:brindle-system:brindle-node"), "n")
+	k := as("system:serviceaccount:brindle-system:brindle-node")
 	k.Start(t.Context())
 	if !k.WaitSynced(t.Context(), 20*time.Second) {
 		t.Fatal("the policy informers did not sync as brindle-node with conf/k8s's RBAC")
 	}
-	other := enforcer.NewKube(as("system:serviceaccount:brindle-system:nobody"), "n")
+	other := as("system:serviceaccount:brindle-system:nobody")
 	other.Start(t.Context())
 	if other.WaitSynced(t.Context(), 3*time.Second) {
 		t.Fatal("the informers synced for an account with no role: the check proves nothing")

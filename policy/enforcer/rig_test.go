@@ -115,7 +115,7 @@ func newNode(t *testing.T, cs kubernetes.Interface, subnet string) *node {
 // start runs an enforcer (a brindled's policy side) for the node.
 func (n *node) start() {
 	cfg := n.cfg
-	cfg.Kube = enforcer.NewKube(n.cs, n.name)
+	cfg.Kube = enforcer.NewKube(n.cs.CoreV1().RESTClient(), n.cs.NetworkingV1().RESTClient(), n.name)
 	n.e = enforcer.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop, n.done = cancel, make(chan struct{})

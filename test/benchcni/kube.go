@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/brindle-net/brindle/internal/kubetest"
@@ -66,9 +67,14 @@ func startKube(host ns.NetNS, pods int) (*kubeBench, error) {
 		kb.stop()
 		return nil, err
 	}
+	admin, err := kubernetes.NewForConfig(cfg) // to create the objects; brindled has no clientset
+	if err != nil {
+		kb.stop()
+		return nil, err
+	}
 	cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer ccancel()
-	if _, err := clients.Typed.CoreV1().Namespaces().Create(cctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench",
+	if _, err := admin.CoreV1().Namespaces().Create(cctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench",
 		Annotations: map[string]string{podinfo.IPv4Pools: `["bench"]`}}}, metav1.CreateOptions{}); err != nil {
 		kb.stop()
 		return nil, err
@@ -77,7 +83,7 @@ func startKube(host ns.NetNS, pods int) (*kubeBench, error) {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%04d", i),
 			Annotations: map[string]string{"example.com/unrelated": "x", podinfo.Sticky: "false"}},
 			Spec: corev1.PodSpec{NodeName: "bench-node", Containers: []corev1.Container{{Name: "c", Image: "pause"}}}}
-		if _, err := clients.Typed.CoreV1().Pods("bench").Create(cctx, p, metav1.CreateOptions{}); err != nil {
+		if _, err := admin.CoreV1().Pods("bench").Create(cctx, p, metav1.CreateOptions{}); err != nil {
 			kb.stop()
 			return nil, err
 		}

@@ -313,7 +313,7 @@ func (n *node) start(cs kubernetes.Interface) {
 	e := enforcer.New(enforcer.Config{
 		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Writer: &nft.Writer{NetNS: int(n.host.NS.Fd())}, Netlink: nl, NetNS: n.nsh,
-		Kube: enforcer.NewKube(cs, n.name), FlushConntrack: true,
+		Kube: enforcer.NewKube(cs.CoreV1().RESTClient(), cs.NetworkingV1().RESTClient(), n.name), FlushConntrack: true,
 		Nodes: func() ([]netip.Addr, bool) { return nil, true },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
