@@ -31,11 +31,13 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
@@ -94,6 +96,10 @@ type node struct {
 	client *probe
 	server *probe
 	stop   context.CancelFunc
+	// commits is signalled after every nftables transaction committed in
+	// the node's namespace (a monitor of the nftables netlink group), so
+	// that untilAll looks at the kernel when it changed, not on a timer.
+	commits chan struct{}
 }
 
 // probe is a pod with a network namespace of its own.
@@ -164,6 +170,21 @@ func run(o opts) error {
 	}
 	// Latency: a policy isolating each node's probe server, created, then
 	// deleted; the clock stops when every node's kernel has it (has not).
+	var stops []func()
+	stopMonitors := func() {
+		for _, stop := range stops {
+			stop()
+		}
+		stops = nil
+	}
+	defer stopMonitors()
+	for _, n := range nodes {
+		stop, err := n.monitor()
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
+	}
 	var created, deleted []time.Duration
 	for i := range o.changes {
 		name := fmt.Sprintf("probe-deny-%d", i)
@@ -194,6 +215,7 @@ func run(o opts) error {
 		}
 		deleted = append(deleted, time.Since(t0))
 	}
+	stopMonitors()
 
 	// CPU: the same changes, spaced out, with nothing polling: the
 	// process's CPU (informers, compile, render, netlink, for every node)
@@ -299,10 +321,46 @@ func newNode(name string, i int) (*node, error) {
 		cleanup()
 		return nil, err
 	}
-	n := &node{name: name, host: h, nsh: nsh}
+	n := &node{name: name, host: h, nsh: nsh, commits: make(chan struct{}, 1)}
 	n.stop = func() { nsh.Close(); cleanup() }
 	_ = i
 	return n, nil
+}
+
+// monitor signals n.commits after every transaction committed in n's
+// namespace, until the returned function is called. Should the monitor
+// stop (a netlink error), untilAll still looks every 20 ms; that is
+// reported.
+func (n *node) monitor() (func(), error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.host.NS.Fd())))
+	if err != nil {
+		return nil, fmt.Errorf("%s: nftables: %w", n.name, err)
+	}
+	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
+	events, err := c.AddGenerationalMonitor(mon)
+	if err != nil {
+		return nil, fmt.Errorf("%s: nftables monitor: %w", n.name, err)
+	}
+	closed := make(chan struct{})
+	var stopping atomic.Bool
+	go func() {
+		for ev := range events {
+			if ev.GeneratedBy != nil && ev.GeneratedBy.Error != nil && !stopping.Load() {
+				fmt.Fprintf(os.Stderr, "%s: nftables monitor: %v (looking every 20 ms from now)\n", n.name, ev.GeneratedBy.Error)
+			}
+			select {
+			case n.commits <- struct{}{}:
+			default:
+			}
+		}
+		close(closed)
+	}()
+	return func() {
+		stopping.Store(true)
+		_ = mon.Close()
+		<-closed
+		_ = c.CloseLasting()
+	}, nil
 }
 
 func (n *node) start(cs kubernetes.Interface) {
@@ -539,9 +597,10 @@ func waitPolicies(nodes []*node, want int) {
 	}
 }
 
-// untilAll polls every node's kernel (its ingress dispatch map) until the
-// probe server's element jumps to policy id's chain (present) or is gone,
-// and returns how long that took.
+// untilAll looks at every node's kernel (its ingress dispatch map), at
+// once and then after each transaction committed there, until the probe
+// server's element jumps to policy id's chain (present) or is gone, and
+// returns how long that took.
 func untilAll(nodes []*node, id string, present bool) (time.Duration, error) {
 	start := time.Now()
 	errs := make(chan error, len(nodes))
@@ -563,7 +622,12 @@ func untilAll(nodes []*node, id string, present bool) (time.Duration, error) {
 					errs <- nil
 					return
 				}
-				time.Sleep(2 * time.Millisecond)
+				// Look again after the next commit in the namespace (or
+				// 20 ms, should a notification be lost).
+				select {
+				case <-n.commits:
+				case <-time.After(20 * time.Millisecond):
+				}
 			}
 			errs <- fmt.Errorf("%s: policy %s present=%v not reached in 30s", n.name, id, present)
 		}()
