@@ -30,6 +30,8 @@ type Compiler struct {
 	// rev counts the compiles in which pods changed; Program's cache
 	// depends on it where a rule reaches every pod.
 	rev uint64
+	// ingress and egress are the last model's maps of isolating policies.
+	ingress, egress map[string][]*Policy
 	// progs is Program's per-policy cache (program.go).
 	progs map[*Policy]*progEntry
 	// peerRanges caches the address ranges of shared peer sets by their
@@ -110,20 +112,90 @@ func (x *Compiler) Compile(c *Cluster) *Model {
 			delete(x.sels, key)
 		}
 	}
+	old := x.policies
 	x.pods, x.nsLabels, x.policies = m.pods, nsLabels, next
 
 	sort.Slice(m.Policies, func(i, j int) bool { return m.Policies[i].Key() < m.Policies[j].Key() })
-	for _, p := range m.Policies {
-		for _, pod := range p.Selected {
-			if p.Ingress {
-				m.ingress[pod.Key()] = append(m.ingress[pod.Key()], p)
+	m.ingress, m.egress = x.isolating(m.Policies, old)
+	return m
+}
+
+// isolating maps each pod to the policies isolating it per direction, in
+// the model's order. Only the pods selected by a policy that came or went
+// (old: last compile's policies) get new lists; the other lists are last
+// time's (never modified: a model is read while the next is made).
+func (x *Compiler) isolating(pols []*Policy, old map[*networkingv1.NetworkPolicy]*compiled) (ingress, egress map[string][]*Policy) {
+	if x.ingress == nil {
+		ingress, egress = map[string][]*Policy{}, map[string][]*Policy{}
+		for _, p := range pols {
+			for _, pod := range p.Selected {
+				key := pod.Key()
+				if p.Ingress {
+					ingress[key] = append(ingress[key], p)
+				}
+				if p.Egress {
+					egress[key] = append(egress[key], p)
+				}
 			}
-			if p.Egress {
-				m.egress[pod.Key()] = append(m.egress[pod.Key()], p)
+		}
+		x.ingress, x.egress = ingress, egress
+		return ingress, egress
+	}
+	now := make(map[*Policy]bool, len(pols))
+	for _, p := range pols {
+		now[p] = true
+	}
+	removed := map[*Policy]bool{}
+	was := make(map[*Policy]bool, len(old))
+	dirty := map[string]bool{}
+	for _, cp := range old {
+		was[cp.p] = true
+		if !now[cp.p] {
+			removed[cp.p] = true
+			for _, pod := range cp.p.Selected {
+				dirty[pod.Key()] = true
 			}
 		}
 	}
-	return m
+	added := map[string][]*Policy{} // pod key -> policies new since last time selecting it
+	for _, p := range pols {
+		if !was[p] {
+			for _, pod := range p.Selected {
+				key := pod.Key()
+				dirty[key] = true
+				added[key] = append(added[key], p)
+			}
+		}
+	}
+	if len(dirty) == 0 {
+		return x.ingress, x.egress
+	}
+	ingress, egress = maps.Clone(x.ingress), maps.Clone(x.egress)
+	update := func(m map[string][]*Policy, key string, ingress bool) {
+		var list []*Policy
+		for _, p := range m[key] {
+			if !removed[p] {
+				list = append(list, p)
+			}
+		}
+		for _, p := range added[key] {
+			if (ingress && p.Ingress) || (!ingress && p.Egress) {
+				list = append(list, p)
+			}
+		}
+		if len(list) == 0 {
+			delete(m, key)
+			return
+		}
+		sort.Slice(list, func(i, j int) bool { return list[i].Key() < list[j].Key() })
+		m[key] = list
+	}
+	for key := range dirty {
+		update(ingress, key, true)
+		update(egress, key, false)
+	}
+	x.ingress, x.egress = ingress, egress
+	return ingress, egress
 }
 
 // changedPods lists the versions, old and new, of every pod added,

@@ -233,6 +233,22 @@ func summary(m *Model) string {
 		b.WriteString(" egress\n")
 		rules(p.EgressRules)
 	}
+	var pods []string
+	for key := range m.pods {
+		pods = append(pods, key)
+	}
+	sort.Strings(pods)
+	names := func(ps []*Policy) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Key())
+		}
+		return out
+	}
+	for _, key := range pods {
+		in, out := m.PoliciesFor(key)
+		fmt.Fprintf(&b, "pod %s isolated by ingress %v egress %v\n", key, names(in), names(out))
+	}
 	return b.String()
 }
 

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -191,27 +192,30 @@ func addrFromBytes(b []byte) (netip.Addr, bool) {
 	return a, ok && len(b) > 0
 }
 
-// elements makes a sorted, duplicate-free element list.
+// elements makes a sorted, duplicate-free element list (sorted by key,
+// key end and jump target, compared in place: no text).
 func elements(es []Elem) []Elem {
 	if len(es) < 2 {
 		return es
 	}
-	type keyed struct {
-		id string
-		e  Elem
-	}
-	ks := make([]keyed, len(es))
-	for i, e := range es {
-		ks[i] = keyed{e.id(), e}
-	}
-	slices.SortFunc(ks, func(a, b keyed) int { return strings.Compare(a.id, b.id) })
-	out := es[:0]
-	for i, k := range ks {
-		if i == 0 || k.id != ks[i-1].id {
-			out = append(out, k.e)
+	slices.SortFunc(es, compareElems)
+	out := es[:1]
+	for _, e := range es[1:] {
+		if compareElems(e, out[len(out)-1]) != 0 {
+			out = append(out, e)
 		}
 	}
 	return out
+}
+
+func compareElems(a, b Elem) int {
+	if c := bytes.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	if c := bytes.Compare(a.keyEnd, b.keyEnd); c != 0 {
+		return c
+	}
+	return strings.Compare(a.chain, b.chain)
 }
 
 func pad4(b []byte) []byte {
