@@ -2,8 +2,10 @@ package routed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -11,6 +13,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 )
 
 // CmdAdd creates the pod's attachment. The config, the netns and the
@@ -49,13 +52,20 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 		res, err := c.ipamAdd()
 		ipamDone <- ipamOutcome{res, err}
 	}()
+	// The conntrack table is read now too, while IPAM runs: its dump is
+	// the costly half of the flush and needs no address (conntrack.go).
+	ctDone := make(chan ctOutcome, 1)
+	go func() {
+		e, err := dumpConntrack()
+		ctDone <- ctOutcome{e, err}
+	}()
 	l, linkErr := c.makeLink(netns, podNL)
 	if linkErr != nil {
 		c.log.Debug("veth step failed; waiting for IPAM to release what it gives", "veth", c.veth, "err", linkErr)
 	}
 	// Every path from here waits for IPAM: an address it hands out after
 	// the veth step failed must be released, never leaked.
-	ipam := <-ipamDone
+	ipam, ct := <-ipamDone, <-ctDone
 	defer func() {
 		if retErr == nil {
 			return
@@ -83,9 +93,11 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 	}
 	c.log.Debug("ipam result", "ipam", c.conf.IPAM.Type, "addresses", addrs)
 	// An address handed out again must not inherit flows of the pod that
-	// had it (its DEL may never have run: a crash, a kill -9). Nothing can
-	// reach the pod yet: it has no address and the host no route to it.
-	c.flushConntrack(addrs)
+	// had it (its DEL may never have run: a crash, a kill -9). Those flows
+	// are older than this ADD, so the table as it was when ADD began holds
+	// them; nothing can reach the pod yet: it has no address and the host
+	// no route to it.
+	c.deleteFlows(ct, addrs)
 
 	if err := configureHostSide(l.host, addrs); err != nil {
 		return cniErr(ErrHostSide, fmt.Sprintf("configure host veth %s", c.veth), err)
@@ -106,6 +118,31 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 	res := buildResult(ipam.res, c.conf, l.host, l.pod, args.Netns, addrs)
 	c.log.Info("pod attached", "veth", c.veth, "addresses", addrs, "mtu", l.mtu)
 	return types.PrintResult(res, c.conf.CNIVersion)
+}
+
+// ctOutcome is the conntrack dump ADD takes while IPAM runs.
+type ctOutcome struct {
+	entries ctEntries
+	err     error
+}
+
+// deleteFlows deletes the dumped conntrack entries of addrs; a dump the
+// kernel interrupted (entries changed under it) may miss some, so the table
+// is then read again. A failure is logged, never fatal: stale flows time
+// out on their own.
+func (c *call) deleteFlows(ct ctOutcome, addrs []netip.Addr) {
+	n, err := ct.entries.deleteMatching(addrs)
+	if errors.Is(ct.err, nl.ErrDumpInterrupted) {
+		again, ferr := flushConntrack(addrs)
+		n, err = n+again, errors.Join(err, ferr)
+	} else {
+		err = errors.Join(ct.err, err)
+	}
+	if err != nil {
+		c.log.Debug("conntrack flush", "addresses", addrs, "entries", n, "err", err)
+		return
+	}
+	c.log.Debug("conntrack flushed", "addresses", addrs, "entries", n, "dumped", len(ct.entries))
 }
 
 // ipamOutcome is what the IPAM plugin's ADD gave.

@@ -3,56 +3,111 @@ package routed
 import (
 	"errors"
 	"io/fs"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
-// flushConntrack deletes the host's conntrack entries that involve any of
-// addrs, in either direction, so that an address given to a new pod does
-// not inherit a dead pod's flows (a NAT mapping, an established state).
-// One dump of the table per family, unless the namespace's table is empty:
-// a kernel without conntrack, or a host whose rules never made it track a
-// flow, has nothing to flush, and skipping the dump saves its cost (the
-// kernel walks every bucket of the shared hash table for it, 5 ms for
-// 262,144 buckets, whatever this namespace holds).
-func flushConntrack(addrs []netip.Addr) (uint, error) {
+// ctEntries is the host's conntrack table as one dump gave it: one raw
+// message per entry, each starting with its nfgenmsg header.
+type ctEntries [][]byte
+
+// dumpConntrack reads the host namespace's conntrack table, both families
+// in one dump. The kernel walks every bucket of the hash table all
+// namespaces share to answer (262,144 here: about 5 ms, whatever this
+// namespace holds), so an empty table (nf_conntrack_count 0) or a kernel
+// without conntrack is not dumped at all: nothing can be stale there. A
+// dump the kernel interrupted (entries changed under it) is kept as far as
+// it went, and the error returned with it.
+func dumpConntrack() (ctEntries, error) {
 	if conntrackEmpty() {
-		return 0, nil
+		return nil, nil
 	}
-	var total uint
-	for _, fam := range []struct {
-		family netlink.InetFamily
-		v6     bool
-	}{{unix.AF_INET, false}, {unix.AF_INET6, true}} {
-		var filters []netlink.CustomConntrackFilter
-		for _, a := range addrs {
-			if a.Is6() != fam.v6 {
-				continue
-			}
-			ip := net.IP(a.AsSlice())
-			for _, tp := range []netlink.ConntrackFilterType{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstIP, netlink.ConntrackReplyAnyIP} {
-				f := &netlink.ConntrackFilter{}
-				if err := f.AddIP(tp, ip); err != nil {
-					return total, err
-				}
-				filters = append(filters, f)
-			}
-		}
-		if len(filters) == 0 {
+	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
+	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_UNSPEC, Version: nl.NFNETLINK_V0})
+	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	return msgs, err
+}
+
+// deleteMatching deletes the dumped entries that involve any of addrs, in
+// either direction (original or reply, source or destination), so that an
+// address given to a new pod does not inherit a dead pod's flows (a NAT
+// mapping, an established state). Each is deleted by its own message: the
+// kernel finds it by its original tuple and zone and checks its ID, so an
+// entry made since the dump under the same tuple is not touched. One gone
+// already is not an error.
+func (e ctEntries) deleteMatching(addrs []netip.Addr) (uint, error) {
+	var n uint
+	var errs []error
+	for _, m := range e {
+		if !involves(m, addrs) {
 			continue
 		}
-		n, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam.family, filters...)
-		total += n
-		if err != nil {
-			return total, err
+		req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_DELETE, unix.NLM_F_ACK)
+		req.AddRawData(m)
+		if _, err := req.Execute(unix.NETLINK_NETFILTER, 0); err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// involves reports whether a dumped entry's original or reply tuple has
+// one of addrs as its source or destination.
+func involves(m []byte, addrs []netip.Addr) bool {
+	if len(m) < nl.SizeofNfgenmsg {
+		return false
+	}
+	top, err := nl.ParseRouteAttr(m[nl.SizeofNfgenmsg:])
+	if err != nil {
+		return false
+	}
+	for _, t := range top {
+		if typ := attrType(t); typ != nl.CTA_TUPLE_ORIG && typ != nl.CTA_TUPLE_REPLY {
+			continue
+		}
+		tuple, _ := nl.ParseRouteAttr(t.Value)
+		for _, ip := range tuple {
+			if attrType(ip) != nl.CTA_TUPLE_IP {
+				continue
+			}
+			ends, _ := nl.ParseRouteAttr(ip.Value)
+			for _, a := range ends {
+				if addr, ok := netip.AddrFromSlice(a.Value); ok {
+					for _, want := range addrs {
+						if addr.Unmap() == want {
+							return true
+						}
+					}
+				}
+			}
 		}
 	}
-	return total, nil
+	return false
+}
+
+func attrType(a syscall.NetlinkRouteAttr) uint16 {
+	return a.Attr.Type &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+}
+
+// flushConntrack deletes the host's conntrack entries that involve any of
+// addrs: one dump (none when the table is empty), then one delete per
+// matching entry. A kernel without conntrack has nothing to flush; that is
+// not an error.
+func flushConntrack(addrs []netip.Addr) (uint, error) {
+	e, err := dumpConntrack()
+	if err != nil && !errors.Is(err, nl.ErrDumpInterrupted) {
+		return 0, err
+	}
+	n, derr := e.deleteMatching(addrs)
+	return n, errors.Join(err, derr)
 }
 
 // conntrackCount is the number of conntrack entries of the calling
