@@ -286,6 +286,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer ticker.Stop()
 	hold := time.NewTicker(500 * time.Millisecond)
 	defer hold.Stop()
+	holdC := hold.C // nil once the hold is released: an idle node then wakes only for its resync
 	for !c.cfg.Cache.Synced() {
 		select {
 		case <-ctx.Done():
@@ -316,8 +317,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-ticker.C:
 			config = true
 			c.cfg.FIB.Invalidate()
-		case <-hold.C:
-			if c.holdReleased() || !c.releaseHold(c.allEstablished(ctx)) {
+		case <-holdC:
+			if c.holdReleased() {
+				hold.Stop()
+				holdC = nil
+				continue
+			}
+			if !c.releaseHold(c.allEstablished(ctx)) {
 				continue
 			}
 		}
