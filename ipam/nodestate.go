@@ -1,7 +1,10 @@
 package ipam
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,8 +47,12 @@ func (l *NodeLocal) loadState(rc *readCache) *nodeState {
 	if err != nil {
 		return nil
 	}
+	body, ok := stateBody(b)
+	if !ok {
+		return nil
+	}
 	var st nodeState
-	if json.Unmarshal(b, &st) != nil || st.V != 1 || st.Node != l.Node || time.Since(st.Saved) > l.stateTTL() || time.Since(st.Saved) < 0 {
+	if json.Unmarshal(body, &st) != nil || st.V != 1 || st.Node != l.Node || time.Since(st.Saved) > l.stateTTL() || time.Since(st.Saved) < 0 {
 		return nil
 	}
 	for _, e := range st.Gets {
@@ -70,14 +77,65 @@ func (l *NodeLocal) saveState(rc *readCache, batch int, prev *nodeState) {
 		}
 		st.Gets = append(st.Gets, stateEntry{Get: g, KVs: kvs})
 	}
-	b, err := json.Marshal(st)
+	body, err := json.Marshal(st)
 	if err != nil {
 		return
 	}
-	tmp := filepath.Join(l.Dir, tmpPrefix+stateFile)
-	if os.WriteFile(tmp, b, 0o600) != nil || os.Rename(tmp, filepath.Join(l.Dir, stateFile)) != nil {
-		_ = os.Remove(tmp)
+	if writeInPlace(filepath.Join(l.Dir, stateFile), stateFrame(body)) != nil {
+		l.dropState()
 	}
+}
+
+// The state file is rewritten in place, not replaced by a rename: on
+// ext4 a rename over an existing file makes the kernel write the new
+// file's data out first (auto_da_alloc), 0.2-0.7 ms on the path of every
+// holder, while a write over the old bytes is a copy into the page cache.
+// A reader can then meet a half-written state (its writer killed between
+// write and truncate, or EmptyBlocksDue reading without the lock), so the
+// file starts with a header line giving the length and the CRC-32 of
+// what follows, and a state that does not match it is not used: the
+// next holder reads from etcd, as it does without a state.
+const stateMagic = "brindle-ipam-state"
+
+// stateFrame is body with its header line.
+func stateFrame(body []byte) []byte {
+	head := fmt.Sprintf("%s %d %08x\n", stateMagic, len(body), crc32.ChecksumIEEE(body))
+	return append([]byte(head), body...)
+}
+
+// stateBody returns what follows a state file's header, if the header
+// is there and matches it.
+func stateBody(b []byte) ([]byte, bool) {
+	head, body, ok := bytes.Cut(b, []byte{'\n'})
+	if !ok {
+		return nil, false
+	}
+	var n int
+	var sum uint32
+	if k, err := fmt.Sscanf(string(head), stateMagic+" %d %08x", &n, &sum); err != nil || k != 2 {
+		return nil, false
+	}
+	if len(body) != n || crc32.ChecksumIEEE(body) != sum {
+		return nil, false
+	}
+	return body, true
+}
+
+// writeInPlace writes b over the start of the file at path and cuts the
+// file to its length.
+func writeInPlace(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, werr := f.WriteAt(b, 0)
+	if werr == nil {
+		werr = f.Truncate(int64(len(b)))
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	return werr
 }
 
 // dropState removes the state, so the next transaction reads afresh.
