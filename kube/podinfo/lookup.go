@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"time"
+
+	"github.com/brindle-net/brindle/internal/http1"
 )
 
 // Config says where pod information comes from.
@@ -75,24 +75,28 @@ func askBrindled(ctx context.Context, socket, namespace, name, uid string) (*Inf
 	if _, err := fmt.Fprintf(conn, "GET /v1/pod?%s HTTP/1.1\r\nHost: brindled\r\nConnection: close\r\n\r\n", q.Encode()); err != nil {
 		return nil, fmt.Errorf("ask brindled at %s: %w", socket, err)
 	}
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	res, err := http1.ReadResponse(bufio.NewReader(conn), 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("ask brindled at %s: %w", socket, err)
 	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	switch res.StatusCode {
-	case http.StatusOK:
+	case statusOK:
 		var info Info
-		if err := json.Unmarshal(body, &info); err != nil {
+		if err := json.Unmarshal(res.Body, &info); err != nil {
 			return nil, fmt.Errorf("ask brindled: decode: %w", err)
 		}
 		return &info, nil
-	case http.StatusNotFound:
+	case statusNotFound:
 		return nil, fmt.Errorf("%w: %s/%s (brindled)", ErrNotFound, namespace, name)
 	}
-	return nil, fmt.Errorf("ask brindled: %s: %s", res.Status, body)
+	return nil, fmt.Errorf("ask brindled: %s: %s", res.Status, res.Body)
 }
+
+// The statuses the plugin tells apart.
+const (
+	statusOK       = 200
+	statusNotFound = 404
+)
 
 // objectMeta is the part of a pod or namespace read from the apiserver.
 type objectMeta struct {
@@ -111,37 +115,32 @@ type objectMeta struct {
 }
 
 // askAPIServer GETs the pod and its namespace, metadata only, over one
-// connection: no discovery, no client library.
+// connection: no discovery, no client library, and no net/http (see
+// internal/http1): the requests are written by hand.
 func askAPIServer(ctx context.Context, path, namespace, name string) (*Info, error) {
 	t, err := loadKubeconfig(path)
 	if err != nil {
 		return nil, err
 	}
-	tr := &http.Transport{TLSClientConfig: t.tls, TLSHandshakeTimeout: 5 * time.Second, MaxIdleConnsPerHost: 1}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr}
+	api, err := dialAPIServer(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	defer api.close()
 	get := func(p string) (*objectMeta, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.server+p, nil)
-		// Only the metadata: the server sends a PartialObjectMetadata.
-		req.Header.Set("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")
-		if t.token != "" {
-			req.Header.Set("Authorization", "Bearer "+t.token)
-		}
-		res, err := cl.Do(req)
+		res, err := api.get(ctx, p)
 		if err != nil {
 			return nil, fmt.Errorf("kubernetes apiserver %s: %w", t.server, err)
 		}
-		defer res.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(res.Body, 4<<20))
 		switch res.StatusCode {
-		case http.StatusOK:
-		case http.StatusNotFound:
+		case statusOK:
+		case statusNotFound:
 			return nil, ErrNotFound
 		default:
-			return nil, fmt.Errorf("kubernetes apiserver %s: GET %s: %s: %.300s", t.server, p, res.Status, body)
+			return nil, fmt.Errorf("kubernetes apiserver %s: GET %s: %s: %.300s", t.server, p, res.Status, res.Body)
 		}
 		var m objectMeta
-		if err := json.Unmarshal(body, &m); err != nil {
+		if err := json.Unmarshal(res.Body, &m); err != nil {
 			return nil, fmt.Errorf("kubernetes apiserver: GET %s: decode: %w", p, err)
 		}
 		return &m, nil

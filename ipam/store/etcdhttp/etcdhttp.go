@@ -1,6 +1,7 @@
 // Package etcdhttp is the Store on etcd's JSON gateway (/v3/kv/txn over
 // HTTP/1.1 with keep-alive, TLS with client certificates), built on the
-// standard library alone. Each request is written and its response read by
+// standard library and internal/http1 (no net/http, whose package inits
+// and size every brindle-ipam process paid). Each request is written and its response read by
 // the calling goroutine on a pooled connection.
 //
 // Why not clientv3: brindle-ipam is a CNI plugin, started afresh for every
@@ -19,10 +20,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/brindle-net/brindle/internal/http1"
 	"github.com/brindle-net/brindle/ipam/store"
 )
 
@@ -344,6 +344,12 @@ type gatewayError struct {
 	Message string `json:"message"`
 }
 
+// HTTP statuses the gateway answers with.
+const (
+	statusOK          = 200
+	statusUnavailable = 503
+)
+
 // grpcUnavailable is codes.Unavailable: no leader, leader changed, stopping.
 const grpcUnavailable = 14
 
@@ -408,12 +414,12 @@ func (s *Store) post(ctx context.Context, ep endpoint, body []byte, resp *txnRes
 		return err
 	}
 	s.putConn(ep, c)
-	if status != http.StatusOK {
+	if status != statusOK {
 		ge := &gatewayError{}
 		if json.Unmarshal(data, ge) != nil || ge.Message == "" {
 			ge.Message = fmt.Sprintf("http %d: %.200s", status, data)
 		}
-		if status == http.StatusServiceUnavailable && ge.Code == 0 {
+		if status == statusUnavailable && ge.Code == 0 {
 			ge.Code = grpcUnavailable
 		}
 		return ge
@@ -442,17 +448,15 @@ func (s *Store) roundTrip(ctx context.Context, ep endpoint, c *conn, body []byte
 	if _, err := c.c.Write(req.Bytes()); err != nil {
 		return 0, nil, err
 	}
-	r, err := http.ReadResponse(c.r, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	data, err := io.ReadAll(r.Body)
-	r.Body.Close()
+	r, err := http1.ReadResponse(c.r, maxResponse)
 	if err != nil {
 		return 0, nil, err
 	}
 	if r.Close {
 		return 0, nil, errors.New("server closed the connection")
 	}
-	return r.StatusCode, data, nil
+	return r.StatusCode, r.Body, nil
 }
+
+// maxResponse bounds one response (every block of a large cluster, for GC).
+const maxResponse = 1 << 30
