@@ -18,6 +18,7 @@ targets=(
   "./ipam FuzzBlockRecords"      # IPAM blocks, handles, claims, endpoints from etcd
   "./conf FuzzParseIPReservations" # IPReservation YAML (brindle and Calico forms)
   "./kube/podinfo FuzzParse"     # pod and namespace annotations from the Kubernetes API
+  "./internal/http1 FuzzReadResponse" # HTTP responses from etcd, the apiserver and brindled (the CNI plugins' reader)
   "./bgpd FuzzParseRouteMsg"     # route messages read back from the kernel (route sync)
 )
 # How many inputs the engine has written for a target (0 when it has no
