@@ -165,7 +165,7 @@ func readChunked(r *bufio.Reader, limit int64) ([]byte, error) {
 				}
 			}
 		}
-		if int64(len(body))+n > limit {
+		if n > limit-int64(len(body)) { // not len+n: that can overflow
 			return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
 		}
 		start := len(body)

@@ -79,6 +79,7 @@ func TestReadResponseFraming(t *testing.T) {
 		{name: "status without text", in: "HTTP/1.1 503\r\nContent-Length: 0\r\n\r\n", code: 503},
 		{name: "too large", in: "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", err: "too large"},
 		{name: "chunked too large", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n63\r\n", err: "too large"},
+		{name: "chunk size that overflows the total", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n7fffffffffffffff\r\n", err: "too large"},
 		{name: "cut short", in: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", err: "unexpected EOF"},
 		{name: "not http", in: "SSH-2.0-OpenSSH\r\n\r\n", err: "malformed http status line"},
 		{name: "bad length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", err: "malformed content-length"},
