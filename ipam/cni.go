@@ -138,10 +138,17 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	handle := HandleID(args.ContainerID, args.IfName)
 	p.Log.Debug("ipam add", "handle", handle, "ipv4", c.n.IPAM.AssignIPv4, "ipv6", c.n.IPAM.AssignIPv6, "requested", ips)
-	if c.notes != nil && safeName(handle) {
-		if err := c.notes.Put(handle); err != nil {
-			return fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, err)
-		}
+	// The note must exist before anything is committed; it is written
+	// while the pod's annotations are read (a file create and a socket
+	// round trip, each a few tenths of a millisecond, overlap).
+	noted := make(chan error, 1)
+	switch {
+	case c.notes == nil || !safeName(handle):
+		noted <- nil
+	case ns != "" && pod != "":
+		go func() { noted <- c.notes.Put(handle) }()
+	default:
+		noted <- c.notes.Put(handle)
 	}
 	req := AssignRequest{
 		Handle:    handle,
@@ -156,6 +163,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 			IfName: args.IfName, HostVeth: conf.HostVethNameIf(ns, pod, args.ContainerID, args.IfName)},
 	}
 	ask, err := p.kubeRequest(c, ns, pod, string(ca.K8S_POD_UID), &req)
+	if nerr := <-noted; nerr != nil {
+		return fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, nerr)
+	}
 	if err != nil {
 		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
 		return err
