@@ -139,6 +139,7 @@ func (e *Enforcer) Trigger() {
 
 // Run syncs on every trigger until ctx ends. The table is left in place.
 func (e *Enforcer) Run(ctx context.Context) error {
+	defer e.cfg.Writer.Close()
 	watchKernel(ctx, e.cfg.NetNS, e.cfg.Log, func() { e.kernelDirty.Store(true); e.Trigger() })
 	go e.flushLoop(ctx)
 	if e.cfg.Kube != nil {

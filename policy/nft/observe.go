@@ -13,17 +13,26 @@ import (
 // Generation is the kernel's nftables generation: it changes with every
 // committed transaction, anyone's. Polling it is how a change behind the
 // writer's back (an `nft flush ruleset`) is noticed cheaply.
+//
+// The socket is kept for the next call; one that failed is closed and the
+// next call opens a new one.
 func (w *Writer) Generation() (uint32, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: w.NetNS})
-	if err != nil {
-		return 0, fmt.Errorf("nftables: %w", err)
+	w.genMu.Lock()
+	defer w.genMu.Unlock()
+	if w.gen == nil {
+		c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: w.NetNS})
+		if err != nil {
+			return 0, fmt.Errorf("nftables: %w", err)
+		}
+		w.gen = c
 	}
-	defer c.Close()
-	msgs, err := c.Execute(netlink.Message{
+	msgs, err := w.gen.Execute(netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
 		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
 	})
 	if err != nil {
+		_ = w.gen.Close()
+		w.gen = nil
 		return 0, fmt.Errorf("nftables: get generation: %w", err)
 	}
 	for _, m := range msgs {

@@ -23,6 +23,25 @@ type Writer struct {
 
 	mu      sync.Mutex
 	applied *Ruleset
+
+	// gen is the socket Generation asks on, kept between polls (brindled
+	// polls five times a second; a socket each time cost an idle node
+	// 5-10% of its CPU in a 100-node lab).
+	genMu sync.Mutex
+	gen   *netlink.Conn
+}
+
+// Close releases the socket Generation keeps (a later Generation opens
+// another).
+func (w *Writer) Close() error {
+	w.genMu.Lock()
+	defer w.genMu.Unlock()
+	if w.gen == nil {
+		return nil
+	}
+	err := w.gen.Close()
+	w.gen = nil
+	return err
 }
 
 // Change counts what one Apply changed.
