@@ -87,6 +87,11 @@ type Controller struct {
 	// the controller's loop touches them.
 	tunnels   TunnelSpec
 	tunnelsOK bool
+	// tunnelRecheck fires a second after the tunnel spec changed: the
+	// kernel may have made neighbour entries while it changed (a packet
+	// still on its way to a removed peer's tunnel address leaves a FAILED
+	// one), and the next check removes them.
+	tunnelRecheck <-chan time.Time
 }
 
 // NewController builds a controller; Run drives it.
@@ -314,6 +319,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.cfg.Log.Info("a brindle route was removed behind brindled's back; resyncing")
 			c.cfg.FIB.Invalidate()
 			c.tunnelsOK = false // a tunnel device may have gone with it
+		case <-c.tunnelRecheck:
+			c.tunnelRecheck = nil
+			c.tunnelsOK = false
 		case <-ticker.C:
 			config = true
 			c.cfg.FIB.Invalidate()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/brindle-net/brindle/conf"
 )
@@ -85,7 +86,8 @@ func (c *Controller) tunnelSpec(st *clusterState, routes []Route) TunnelSpec {
 // at 100 nodes a reflector's client learns one per block claimed anywhere)
 // applies them only when the spec changed; a configuration change, the
 // periodic resync (config) and a route removed behind brindled's back
-// (tunnelsOK cleared) check the kernel whatever the spec.
+// (tunnelsOK cleared) check the kernel whatever the spec, and so does a
+// check a second after the spec changed (tunnelRecheck).
 func (c *Controller) setTunnels(st *clusterState, routes []Route, config bool) []error {
 	if c.cfg.Tunnels == nil {
 		return nil
@@ -97,6 +99,9 @@ func (c *Controller) setTunnels(st *clusterState, routes []Route, config bool) [
 	if err := c.cfg.Tunnels.Set(spec); err != nil {
 		c.tunnelsOK = false
 		return []error{err}
+	}
+	if !spec.Equal(c.tunnels) {
+		c.tunnelRecheck = time.After(time.Second)
 	}
 	c.tunnels, c.tunnelsOK = spec, true
 	return nil
