@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 )
 
 // LeaseName is the Lease (in brindle's namespace) whose holder runs the
@@ -145,9 +146,9 @@ func (l *elector) try(ctx context.Context) bool {
 		return false
 	}
 	l.observe(cur.Spec)
-	holder := deref(cur.Spec.HolderIdentity)
+	holder := ptr.Deref(cur.Spec.HolderIdentity, "")
 	if holder != "" && holder != l.Identity {
-		d := time.Duration(derefInt(cur.Spec.LeaseDurationSeconds)) * time.Second
+		d := time.Duration(ptr.Deref(cur.Spec.LeaseDurationSeconds, 0)) * time.Second
 		if l.observedAt.Add(d).After(time.Now()) {
 			return false // held, and renewed within its duration as far as we saw
 		}
@@ -165,14 +166,14 @@ func (l *elector) try(ctx context.Context) bool {
 // spec is old taken (or kept) by this brindled at now.
 func (l *elector) spec(old coordinationv1.LeaseSpec, now metav1.MicroTime) coordinationv1.LeaseSpec {
 	s := *old.DeepCopy()
-	if deref(s.HolderIdentity) != l.Identity {
+	if ptr.Deref(s.HolderIdentity, "") != l.Identity {
 		s.AcquireTime = &now
 		if s.HolderIdentity != nil {
-			s.LeaseTransitions = ptrTo(derefInt(s.LeaseTransitions) + 1)
+			s.LeaseTransitions = ptr.To(ptr.Deref(s.LeaseTransitions, 0) + 1)
 		}
 	}
-	s.HolderIdentity = ptrTo(l.Identity)
-	s.LeaseDurationSeconds = ptrTo(int32(l.LeaseDuration / time.Second))
+	s.HolderIdentity = ptr.To(l.Identity)
+	s.LeaseDurationSeconds = ptr.To(int32(l.LeaseDuration / time.Second))
 	s.RenewTime = &now
 	return s
 }
@@ -182,7 +183,7 @@ func (l *elector) observe(s coordinationv1.LeaseSpec) {
 	if !apiequality.Semantic.DeepEqual(s, l.observed) || l.observedAt.IsZero() {
 		l.observed, l.observedAt = s, time.Now()
 	}
-	if h := deref(s.HolderIdentity); h != "" && h != l.leader {
+	if h := ptr.Deref(s.HolderIdentity, ""); h != "" && h != l.leader {
 		l.leader = h
 		if h != l.Identity {
 			l.Log.Info("the cluster-wide controller runs elsewhere", "leader", h)
@@ -196,12 +197,12 @@ func (l *elector) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), l.RenewDeadline)
 	defer cancel()
 	cur, err := l.Clients.Typed.Lease(ctx, l.Namespace, LeaseName)
-	if err != nil || deref(cur.Spec.HolderIdentity) != l.Identity {
+	if err != nil || ptr.Deref(cur.Spec.HolderIdentity, "") != l.Identity {
 		return
 	}
 	now := metav1.NewMicroTime(time.Now())
 	cur.Spec.HolderIdentity = nil
-	cur.Spec.LeaseDurationSeconds = ptrTo(int32(1))
+	cur.Spec.LeaseDurationSeconds = ptr.To(int32(1))
 	cur.Spec.RenewTime = &now
 	if _, err := l.Clients.Typed.UpdateLease(ctx, cur); err != nil {
 		l.Log.Warn("release the controller lease", "err", err)
@@ -219,19 +220,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-func derefInt(i *int32) int32 {
-	if i == nil {
-		return 0
-	}
-	return *i
-}
-
-func ptrTo[T any](v T) *T { return &v }
