@@ -4,13 +4,13 @@ import (
 	"errors"
 	"io/fs"
 	"net/netip"
-	"os"
-	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/brindle-net/brindle/internal/sysctl"
 )
 
 // ctEntries is the host's conntrack table as one dump gave it: one raw
@@ -110,23 +110,21 @@ func flushConntrack(addrs []netip.Addr) (uint, error) {
 	return n, errors.Join(err, derr)
 }
 
-// conntrackCount is the number of conntrack entries of the calling
-// thread's network namespace; the file is there only when the kernel has
-// conntrack.
-const conntrackCount = "/proc/sys/net/netfilter/nf_conntrack_count"
-
 // conntrackEmpty reports whether this namespace's conntrack table holds
 // no entry at all (or the kernel has none): then no flow can be stale. The
 // kernel makes the same test before its own flush (nf_ct_iterate_cleanup_net
 // returns at once when the namespace's count is 0). An entry made after the
 // test is a new flow, as one made after a dump would be. In doubt (the
 // count cannot be read) the table is not empty: the dump decides.
+//
+// net.netfilter.nf_conntrack_count is the calling thread's namespace's;
+// it is there only when the kernel has conntrack.
 func conntrackEmpty() bool {
-	b, err := os.ReadFile(conntrackCount)
+	n, err := sysctl.Get("net/netfilter/nf_conntrack_count")
 	if errors.Is(err, fs.ErrNotExist) {
 		return true
 	}
-	return err == nil && strings.TrimSpace(string(b)) == "0"
+	return err == nil && n == "0"
 }
 
 // linkAddrs lists the pod addresses routed to a host veth (its host

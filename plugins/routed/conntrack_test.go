@@ -22,7 +22,7 @@ func TestConntrackEmpty(t *testing.T) {
 	pod6, other6 := netip.MustParseAddr("fd98::5"), netip.MustParseAddr("fd98::9")
 	err := n.Do(func(ns.NetNS) error {
 		if !conntrackEmpty() {
-			t.Fatalf("a new namespace's conntrack table is not empty (%s)", conntrackCount)
+			t.Fatal("a new namespace's conntrack table is not empty (net.netfilter.nf_conntrack_count)")
 		}
 		if got, err := flushConntrack([]netip.Addr{pod}); got != 0 || err != nil {
 			t.Errorf("flush of an empty table: %d entries, %v", got, err)
