@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/netip"
+	"slices"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -30,8 +31,7 @@ func dumpConntrack() (ctEntries, error) {
 	}
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_DUMP)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_UNSPEC, Version: nl.NFNETLINK_V0})
-	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
-	return msgs, err
+	return req.Execute(unix.NETLINK_NETFILTER, 0)
 }
 
 // deleteMatching deletes the dumped entries that involve any of addrs, in
@@ -80,12 +80,8 @@ func involves(m []byte, addrs []netip.Addr) bool {
 			}
 			ends, _ := nl.ParseRouteAttr(ip.Value)
 			for _, a := range ends {
-				if addr, ok := netip.AddrFromSlice(a.Value); ok {
-					for _, want := range addrs {
-						if addr.Unmap() == want {
-							return true
-						}
-					}
+				if addr, ok := netip.AddrFromSlice(a.Value); ok && slices.Contains(addrs, addr.Unmap()) {
+					return true
 				}
 			}
 		}
