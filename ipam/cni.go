@@ -112,6 +112,24 @@ func (p *Plugin) setup(args *skel.CmdArgs) (*call, error) {
 
 // Add assigns the attachment's addresses and prints the result.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
+	res, version, err := p.add(args)
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(res, version)
+}
+
+// AddResult is ADD without printing: the assigned addresses as a result,
+// for the brindle plugin, which runs this code in its own process
+// (plugins/routed). Its errors are what Add's would be; an error that is
+// not a *types.Error is one skel would print with code 999.
+func (p *Plugin) AddResult(args *skel.CmdArgs) (*current.Result, error) {
+	res, _, err := p.add(args)
+	return res, err
+}
+
+// add returns the result and the CNI version the config asks for.
+func (p *Plugin) add(args *skel.CmdArgs) (*current.Result, string, error) {
 	var ca cniArgs
 	// Runtimes add arguments of their own (K8S_POD_INFRA_CONTAINER_ID, ...);
 	// only the ones read below matter, so unknown ones are never an error.
@@ -120,16 +138,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		cargs = "IgnoreUnknown=1;" + cargs
 	}
 	if err := types.LoadArgs(cargs, &ca); err != nil {
-		return fmt.Errorf("parse CNI_ARGS %q: %w", args.Args, err)
+		return nil, "", fmt.Errorf("parse CNI_ARGS %q: %w", args.Args, err)
 	}
 	c, err := p.setup(args)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	defer c.done()
 	ips, err := requestedIPs(string(ca.IP), c.n.RuntimeIPs)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	ns, pod := string(ca.K8S_POD_NAMESPACE), string(ca.K8S_POD_NAME)
 	attrs := map[string]string{AttrNode: c.node, AttrContainerID: args.ContainerID, AttrIfName: args.IfName, AttrNetwork: c.n.Name}
@@ -164,17 +182,17 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	ask, err := p.kubeRequest(c, ns, pod, string(ca.K8S_POD_UID), &req)
 	if nerr := <-noted; nerr != nil {
-		return fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, nerr)
+		return nil, "", fmt.Errorf("note handle %s in %s: %w", handle, c.notes.Dir, nerr)
 	}
 	if err != nil {
 		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
-		return err
+		return nil, "", err
 	}
 	got, err := c.alloc.Assign(c.ctx, req)
 	if err != nil {
 		err = ask.explain(err)
 		p.Log.Error("ipam add failed", "container", args.ContainerID, "namespace", ns, "pod", pod, "err", err)
-		return cniError(err)
+		return nil, "", cniError(err)
 	}
 	p.Log.Info("ipam add", "container", args.ContainerID, "namespace", ns, "pod", pod, "ips", addrsOf(got))
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
@@ -183,7 +201,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		res.IPs = append(res.IPs, &current.IPConfig{Address: net.IPNet{
 			IP: ha.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)}})
 	}
-	return types.PrintResult(res, c.n.CNIVersion)
+	return res, c.n.CNIVersion, nil
 }
 
 // requestedIPs merges IP= from CNI_ARGS (comma-separated) and the `ips`

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/brindle-net/brindle/conf"
 	"github.com/brindle-net/brindle/internal/http1"
 	"github.com/brindle-net/brindle/ipam/store"
 )
@@ -460,3 +461,14 @@ func (s *Store) roundTrip(ctx context.Context, ep endpoint, c *conn, body []byte
 
 // maxResponse bounds one response (every block of a large cluster, for GC).
 const maxResponse = 1 << 30
+
+// Connect opens a Store on a CNI config's etcd settings; the func closes
+// it. It is how brindle-ipam reaches etcd, whether executed or run inside
+// the brindle plugin.
+func Connect(c conf.EtcdConfig) (store.Store, func(), error) {
+	s, err := New(Config{Endpoints: c.Endpoints, CACertFile: c.CACertFile, CertFile: c.CertFile, KeyFile: c.KeyFile})
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, s.Close, nil
+}
