@@ -18,18 +18,26 @@ import (
 	"github.com/brindle-net/brindle/ipam/store/etcdgrpc"
 )
 
-// TestBrindleWithBrindleIPAM runs the real `brindle` plugin delegating to the
-// real `brindle-ipam` through libcni, as containerd would: two pods on one
-// node get /32s from the node's block and reach each other.
+// TestBrindleWithBrindleIPAM runs the real `brindle` plugin with
+// brindle-ipam as its IPAM through libcni, as containerd would: two pods on
+// one node get /32s from the node's block and reach each other. CNI_PATH
+// holds the brindle binary alone, so brindle-ipam's code runs in the
+// plugin's process (plugins/routed/ipam.go).
 func TestBrindleWithBrindleIPAM(t *testing.T) {
 	testenv.RequireRoot(t)
-	bin := testenv.BinDir(t, "brindle", "brindle-ipam")
+	built := testenv.BinDir(t, "brindle", "brindle-ipam")
+	bin := t.TempDir()
+	if b, err := os.ReadFile(filepath.Join(built, "brindle")); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(filepath.Join(bin, "brindle"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	host := testenv.NewHost(t)
 	inHost := func(f func() error) error { return testenv.Do(t, host.NS, f) }
 	// etcd runs as a process in the host namespace, where the plugins run
 	// and reach it on 127.0.0.1; the test's own client dials into that
 	// namespace too.
-	s := etcdtest.StartProcessIn(t, host.NS, bin, "127.0.0.1")
+	s := etcdtest.StartProcessIn(t, host.NS, built, "127.0.0.1")
 	a := New(etcdgrpc.New(s.Client))
 	a.Log = quietLog()
 	addPool(t, a, "default", "10.244.0.0/16", nil)

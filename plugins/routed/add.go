@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -25,8 +24,8 @@ import (
 // transaction are the longest step of an ADD. Once both are done, any
 // failure of either, or of a later step, removes the veth (and with it the
 // host route) and, if IPAM gave addresses, runs IPAM DEL.
-func CmdAdd(args *skel.CmdArgs) (retErr error) {
-	c, err := newCall(args, "ADD")
+func (p *Plugin) CmdAdd(args *skel.CmdArgs) (retErr error) {
+	c, err := p.newCall(args, "ADD")
 	if err != nil {
 		return err
 	}
@@ -76,7 +75,7 @@ func CmdAdd(args *skel.CmdArgs) (retErr error) {
 		if ipam.err != nil {
 			return
 		}
-		if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
+		if err := c.ipamDel(); err != nil {
 			c.log.Error("rollback: IPAM DEL", "ipam", c.conf.IPAM.Type, "err", err)
 		}
 	}()

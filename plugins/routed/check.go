@@ -1,14 +1,12 @@
 package routed
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -23,8 +21,8 @@ import (
 // interface, its addresses and routes, the host veth, its sysctls and the
 // host routes, and then the IPAM plugin's own CHECK. Each mismatch is
 // reported as what was found against what was expected.
-func CmdCheck(args *skel.CmdArgs) (retErr error) {
-	c, err := newCall(args, "CHECK")
+func (p *Plugin) CmdCheck(args *skel.CmdArgs) (retErr error) {
+	c, err := p.newCall(args, "CHECK")
 	if err != nil {
 		return err
 	}
@@ -44,8 +42,8 @@ func CmdCheck(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, "prevResult: "+err.Error(), "")
 	}
-	if err := invoke.DelegateCheck(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
-		return ipamErr(c.conf.IPAM.Type, "CHECK", err)
+	if err := c.ipamCheck(); err != nil {
+		return err
 	}
 
 	want, err := c.expected(prev)

@@ -1,13 +1,11 @@
 package routed
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/brindle-net/brindle/conf"
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -17,8 +15,8 @@ import (
 // the runtime's list of valid attachments, then lets the IPAM plugin release
 // the addresses of the same. Veths stamped by another network, or not by
 // brindle at all, are never touched.
-func CmdGC(args *skel.CmdArgs) error {
-	c, err := newCall(args, "GC")
+func (p *Plugin) CmdGC(args *skel.CmdArgs) error {
+	c, err := p.newCall(args, "GC")
 	if err != nil {
 		return err
 	}
@@ -49,8 +47,8 @@ func CmdGC(args *skel.CmdArgs) error {
 		removed++
 		c.log.Info("GC removed orphaned host veth", "veth", l.Attrs().Name, "attachment", l.Attrs().Alias)
 	}
-	if err := invoke.DelegateGC(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
-		errs = append(errs, ipamErr(c.conf.IPAM.Type, "GC", err))
+	if err := c.ipamGC(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return cniErr(ErrGC, "gc", errors.Join(errs...))

@@ -5,7 +5,6 @@
 package routed
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -24,10 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/brindle-net/brindle/conf"
+	"github.com/brindle-net/brindle/ipam"
 )
-
-// Funcs are the plugin's CNI commands, for skel.PluginMainFuncs.
-var Funcs = skel.CNIFuncs{Add: CmdAdd, Del: CmdDel, Check: CmdCheck, Status: CmdStatus, GC: CmdGC}
 
 // call is what every command starts from: the parsed config, a logger
 // writing to the config's log file, and the attachment's identity.
@@ -38,12 +34,15 @@ type call struct {
 	pod    podArgs
 	veth   string // host veth name
 	closer func()
+	// inProcess is brindle-ipam's code when this call runs it in this
+	// process instead of executing the IPAM plugin (ipam.go).
+	inProcess *ipam.Plugin
 	// removed are the pod addresses of the veths this call removed, whose
 	// conntrack entries go too.
 	removed []netip.Addr
 }
 
-func newCall(args *skel.CmdArgs, cmd string) (*call, error) {
+func (p *Plugin) newCall(args *skel.CmdArgs, cmd string) (*call, error) {
 	c, err := conf.ParseNetConf(args.StdinData)
 	if err != nil {
 		return nil, configErr(err)
@@ -56,7 +55,7 @@ func newCall(args *skel.CmdArgs, cmd string) (*call, error) {
 	}
 	log.Debug("call", "netns", args.Netns, "ipam", c.IPAM.Type, "cniVersion", c.CNIVersion, "args", args.Args)
 	return &call{
-		args: args, conf: c, log: log, pod: pod, closer: closer,
+		args: args, conf: c, log: log, pod: pod, closer: closer, inProcess: p.inProcess(c),
 		veth: conf.HostVethNameIf(pod.Namespace, pod.Name, args.ContainerID, args.IfName),
 	}, nil
 }
@@ -77,32 +76,6 @@ func openLog(c *conf.NetConf) (*slog.Logger, func()) {
 		}
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts)), func() {}
-}
-
-// ipamAdd runs the delegated IPAM plugin and converts its result.
-func (c *call) ipamAdd() (*current.Result, error) {
-	r, err := invoke.DelegateAdd(context.Background(), c.conf.IPAM.Type, c.args.StdinData, nil)
-	if err != nil {
-		return nil, ipamErr(c.conf.IPAM.Type, "ADD", err)
-	}
-	res, err := current.NewResultFromResult(r)
-	if err != nil {
-		return nil, cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q: convert result", c.conf.IPAM.Type), err)
-	}
-	return res, nil
-}
-
-// ipamErr keeps the IPAM plugin's own error code and says which plugin and
-// command failed. A plugin that is not in CNI_PATH is a config error.
-func ipamErr(plugin, cmd string, err error) error {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return types.NewError(te.Code, fmt.Sprintf("ipam plugin %q %s: %s", plugin, cmd, te.Msg), te.Details)
-	}
-	if _, ferr := invoke.FindInPath(plugin, filepath.SplitList(os.Getenv("CNI_PATH"))); ferr != nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam.type %q: no such plugin in CNI_PATH %q", plugin, os.Getenv("CNI_PATH")), ferr.Error())
-	}
-	return cniErr(ErrIPAM, fmt.Sprintf("ipam plugin %q %s", plugin, cmd), err)
 }
 
 // podAddrs is the list of addresses IPAM gave, each as a host prefix: brindle
@@ -164,8 +137,8 @@ func buildResult(ipamRes *current.Result, c *conf.NetConf, host, pod netlink.Lin
 // CmdDel removes the attachment. It is forgiving: a missing netns, veth or
 // IPAM record is success, and the IPAM plugin's DEL always runs, so that an
 // address is never leaked because the kernel side was already gone.
-func CmdDel(args *skel.CmdArgs) error {
-	c, err := newCall(args, "DEL")
+func (p *Plugin) CmdDel(args *skel.CmdArgs) error {
+	c, err := p.newCall(args, "DEL")
 	if err != nil {
 		return err
 	}
@@ -179,8 +152,8 @@ func CmdDel(args *skel.CmdArgs) error {
 	// the pod. The veth's routes named them; prevResult (cached by the
 	// runtime) covers a veth that was already gone.
 	c.flushConntrack(append(c.removed, prevAddrs(c.conf)...))
-	if err := invoke.DelegateDel(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
-		errs = append(errs, ipamErr(c.conf.IPAM.Type, "DEL", err))
+	if err := c.ipamDel(); err != nil {
+		errs = append(errs, err)
 	}
 	c.log.Debug("ipam released", "ipam", c.conf.IPAM.Type, "ok", len(errs) == 0)
 	if len(errs) > 0 {
@@ -193,14 +166,14 @@ func CmdDel(args *skel.CmdArgs) error {
 
 // CmdStatus reports whether the plugin is ready for ADDs: that is, whether
 // its IPAM plugin is.
-func CmdStatus(args *skel.CmdArgs) error {
-	c, err := newCall(args, "STATUS")
+func (p *Plugin) CmdStatus(args *skel.CmdArgs) error {
+	c, err := p.newCall(args, "STATUS")
 	if err != nil {
 		return err
 	}
 	defer c.closer()
-	if err := invoke.DelegateStatus(context.Background(), c.conf.IPAM.Type, args.StdinData, nil); err != nil {
-		return ipamErr(c.conf.IPAM.Type, "STATUS", err)
+	if err := c.ipamStatus(); err != nil {
+		return err
 	}
 	return nil
 }
