@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,11 +27,12 @@ import (
 	"github.com/brindle-net/brindle/test/lab"
 )
 
-// killPlan tells killerExec to SIGKILL the next plugin it runs after
-// delay: the plugin and its IPAM child (group), or only the children.
+// killPlan tells killerExec to SIGKILL the next plugin it runs, with its
+// whole process group, after delay. brindle runs brindle-ipam's code in its
+// own process (plugins/routed/ipam.go), so that is the plugin killed in the
+// middle of its IPAM work as well as of its veth work.
 type killPlan struct {
-	delay    time.Duration
-	children bool
+	delay time.Duration
 }
 
 // killerExec runs CNI plugins the way libcni does, in a process group of
@@ -68,13 +67,7 @@ func (k *killerExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []
 	if plan != nil {
 		pid := cmd.Process.Pid
 		t := time.AfterFunc(plan.delay, func() {
-			if plan.children {
-				for _, c := range children(pid) {
-					_ = syscall.Kill(c, syscall.SIGKILL)
-				}
-			} else {
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-			}
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			k.killed.Add(1)
 		})
 		defer t.Stop()
@@ -92,22 +85,7 @@ func (k *killerExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []
 	return out.Bytes(), nil
 }
 
-// children lists the child processes of pid.
-func children(pid int) []int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, f := range strings.Fields(string(b)) {
-		if c, err := strconv.Atoi(f); err == nil {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// cniNode runs brindle + brindle-ipam on a lab node through libcni.
+// cniNode runs brindle with brindle-ipam on a lab node through libcni.
 type cniNode struct {
 	n    *lab.Node
 	cni  *libcni.CNIConfig

@@ -23,9 +23,9 @@ import (
 var killCycles = flag.Int("faults.cycles", 1000, "ADD/DEL cycles of TestKill9DuringAddDel, spread over 10 nodes")
 
 // TestKill9DuringAddDel: 1,000 ADD/DEL cycles over 10 nodes through the
-// real brindle and brindle-ipam, with the plugins SIGKILLed at a random
-// moment in 10% of them (the plugin with its IPAM child, or the IPAM child
-// alone; during ADD or during DEL), the runtime doing what containerd does
+// real brindle with brindle-ipam (its code in the plugin's process), with
+// the plugin SIGKILLed at a random moment in 10% of them (during ADD or
+// during DEL), the runtime doing what containerd does
 // (a failed ADD is followed by DEL; a failed DEL is retried), except in 2%
 // where the runtime itself is lost with the sandbox (a node rebooted: no
 // DEL ever comes, and the pod's namespace is gone). Then CNI GC on every
@@ -68,7 +68,7 @@ func TestKill9DuringAddDel(t *testing.T) {
 				rt := c.rt(pod, id)
 				kill := rand.Float64() < 0.10
 				killAdd := kill && rand.IntN(2) == 0
-				plan := killPlan{delay: randDelay(40 * time.Millisecond), children: rand.IntN(2) == 0}
+				plan := killPlan{delay: randDelay(40 * time.Millisecond)}
 				if killAdd {
 					c.exec.arm(plan)
 					kills.Add(1)
