@@ -20,8 +20,8 @@ import (
 // so bad input allocates nothing. The IPAM plugin then runs while the
 // plugin makes the veth (mtu, a stale veth removed, the pair created and
 // stamped): neither needs the other until the addresses are configured,
-// and the IPAM plugin's process and, for brindle-ipam, its etcd
-// transaction are the longest step of an ADD. Once both are done, any
+// and IPAM (an executed plugin's process, or brindle-ipam's etcd
+// transaction in this one) is the longest step of an ADD. Once both are done, any
 // failure of either, or of a later step, removes the veth (and with it the
 // host route) and, if IPAM gave addresses, runs IPAM DEL.
 func (p *Plugin) CmdAdd(args *skel.CmdArgs) (retErr error) {
