@@ -23,6 +23,9 @@ import (
 
 type row struct{ name, value, cpu, note string }
 
+// perfFile, when set, is where perf records the clients during the claims.
+var perfFile string
+
 type options struct {
 	bin        string
 	claims     int
@@ -43,6 +46,7 @@ func main() {
 	flag.IntVar(&o.birdRuns, "bird-runs", 5, "runs of each BIRD route count")
 	birdCounts := flag.String("bird-counts", "10000,100000", "route counts BIRD announces")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process to this file")
+	flag.StringVar(&perfFile, "perf", "", "record the client nodes' brindled with `perf record` during the claims, into this file (.N for N nodes)")
 	flag.Parse()
 	benchreport.CleanUpOnInterrupt()
 	if os.Geteuid() != 0 {
@@ -221,6 +225,12 @@ func scaleSection(o *options, sec *benchreport.Section) error {
 			"received by each brindled's cache (brindle_etcd_watch_*_total), averaged over the nodes, and what one watch of the whole "+
 			"/brindle/v1/ received (what every node received before the watch was scoped).",
 		"nodes", "ADDs", "brindled events", "brindled bytes", "whole-prefix watch events", "whole-prefix watch bytes")
+	cpu := sec.Table("CPU per claim",
+		"User and system time of the processes during the claims (/proc/PID/stat), divided by the claims: the reflectors' together, "+
+			"every other node's brindled together (and their context switches), and this benchmark's (its netlink watches of every node); "+
+			"then the same processes' CPU per second over 5 s after the claims, with nothing happening. On 2 cores, the clients' "+
+			"CPU per claim is most of what a claim waits for.",
+		"nodes", "reflectors", "clients", "clients' context switches", "benchmark", "idle, per second: reflectors", "clients", "claims took")
 	s := sec.Table("A route reflector stopped",
 		"Pods on up to 10 client nodes ping each other in a ring every 20 ms; the first reflector's brindled is stopped (SIGTERM) "+
 			"and 12 s later (past the 9 s hold time) every other node's brindle routes are compared with what it had before.",
@@ -228,6 +238,8 @@ func scaleSection(o *options, sec *benchreport.Section) error {
 	for _, r := range byRR {
 		w.Add(fmt.Sprint(r.nodes), fmt.Sprint(r.adds), fmt.Sprintf("%.3f", r.nodeEvents), fmt.Sprintf("%.0f", r.nodeBytes),
 			fmt.Sprintf("%.2f", r.rootEvents), fmt.Sprintf("%.0f", r.rootBytes))
+		cpu.Add(fmt.Sprint(r.nodes), testenv.Millis(r.cpu.reflectors), testenv.Millis(r.cpu.clients), fmt.Sprint(r.cpu.switches),
+			testenv.Millis(r.cpu.bench), testenv.Millis(r.idle.reflectors), testenv.Millis(r.idle.clients), testenv.Millis(r.claimsTook))
 		s.Add(fmt.Sprint(r.nodes), fmt.Sprint(r.pingSent), fmt.Sprint(r.pingLost), fmt.Sprint(r.routesChecked), fmt.Sprint(r.routesLost))
 		sec.Target(fmt.Sprintf("reflector stopped at %d nodes: pings lost, routes lost", r.nodes), "0, 0",
 			fmt.Sprintf("%d, %d", r.pingLost, r.routesLost), r.pingSent > 0 && r.pingLost == 0 && r.routesLost == 0)

@@ -45,6 +45,14 @@ type scaleResult struct {
 	pingPairs, routesLost int
 	routesChecked         int
 	reflectorStopped      string
+	// cpu is the CPU time per claim of the reflectors, the clients (all
+	// together) and this process, over the claims.
+	cpu cpuSample
+	// idle is the CPU per second of the same processes after the
+	// claims, with nothing happening; claimsTook is how long the claims
+	// took.
+	idle       cpuSample
+	claimsTook time.Duration
 }
 
 // scaleLab measures a cluster of n nodes: with rr, the mesh off and the
@@ -114,6 +122,22 @@ func scaleLab(bin string, n, claims int, rr bool) (*scaleResult, error) {
 	}
 
 	progress("  %d block claims ...", claims)
+	reflectors := 0
+	if rr {
+		reflectors = 2
+	}
+	cpu0, err := sampleCPU(l, reflectors)
+	if err != nil {
+		return nil, err
+	}
+	claimsStart := time.Now()
+	stopPerf := func() error { return nil }
+	if perfFile != "" {
+		if stopPerf, err = perfRecord(fmt.Sprintf("%s.%d", perfFile, n), l.Nodes[reflectors:]); err != nil {
+			return nil, err
+		}
+		cpu0, _ = sampleCPU(l, reflectors)
+	}
 	for c := range claims {
 		owner := c % n
 		b := block(n + c)
@@ -135,6 +159,18 @@ func scaleLab(bin string, n, claims int, rr bool) (*scaleResult, error) {
 				res.lat = append(res.lat, w.arrived(b.String()).Sub(t0))
 			}
 		}
+	}
+	cpu1, err := sampleCPU(l, reflectors)
+	if err != nil {
+		return nil, err
+	}
+	res.claimsTook = time.Since(claimsStart)
+	res.cpu = cpu1.perClaim(cpu0, claims)
+	if err := stopPerf(); err != nil {
+		progress("  perf: %v", err)
+	}
+	if res.idle, err = idleCPU(l, reflectors, n); err != nil {
+		return nil, err
 	}
 
 	if rr {
