@@ -68,6 +68,8 @@ func main() {
 	f.policy.register()
 	f.kube.register()
 	version := flag.Bool("version", false, "print the version and exit")
+	maxProcs := maxProcsFlag(flag.CommandLine)
+	slack := timerSlackFlag(flag.CommandLine)
 	flag.Parse()
 	if *version {
 		fmt.Println("brindled", buildinfo.Version)
@@ -80,6 +82,8 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	setMaxProcs(*maxProcs, log)
+	setTimerSlack(*slack, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, f, log); err != nil {
