@@ -14,8 +14,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/brindle-net/brindle/internal/testenv"
+	"github.com/brindle-net/brindle/plugins/routed"
 )
 
 // TestParallelAdds: 20 pods attached at once on one host get 20 distinct
@@ -249,6 +251,13 @@ func TestDualStack(t *testing.T) {
 	l := r.list("1.1.0", r.hostLocal("10.244.1.0/24", "fd00:244:1::/64"), nil)
 	a, b := r.newPod("a6"), r.newPod("b6")
 	resA, resB := r.mustAdd(l, a), r.mustAdd(l, b)
+	// The gateway is usable from the first packet: the host veth's
+	// link-local address is not tentative (duplicate address detection
+	// would keep it so, answering no neighbour solicitation, for ~2 s).
+	if got := sysctlIn(t, r.host.NS, "net/ipv6/conf/"+a.veth()+"/accept_dad"); got != "0" {
+		t.Errorf("host veth accept_dad = %s, want 0", got)
+	}
+	gatewayNotTentative(t, r, a.veth())
 	for _, v6 := range []bool{false, true} {
 		ipA, ipB := podAddr(t, resA, v6), podAddr(t, resB, v6)
 		if err := testenv.Ping(a.ns, ipB, 3); err != nil {
@@ -271,5 +280,42 @@ func TestDualStack(t *testing.T) {
 		if err := r.del(l, p); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// gatewayNotTentative waits for the host veth's link-local address (the
+// kernel adds it once both ends are up) and fails if it is tentative then.
+func gatewayNotTentative(t *testing.T, r *rig, veth string) {
+	t.Helper()
+	gw := net.IP(routed.GatewayV6.AsSlice())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var found *netlink.Addr
+		err := r.in(func() error {
+			l, err := netlink.LinkByName(veth)
+			if err != nil {
+				return err
+			}
+			addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+			for i := range addrs {
+				if addrs[i].IP.Equal(gw) {
+					found = &addrs[i]
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("addresses of %s: %v", veth, err)
+		}
+		if found != nil {
+			if found.Flags&unix.IFA_F_TENTATIVE != 0 {
+				t.Errorf("gateway %s on %s is tentative (flags %#x): pods cannot reach it yet", gw, veth, found.Flags)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway %s never appeared on %s", gw, veth)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

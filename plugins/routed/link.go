@@ -162,6 +162,16 @@ func configureHostSide(host netlink.Link, addrs []netip.Addr) error {
 		if err := sysctl.Set(sysctl.Iface("ipv6", name, "disable_ipv6"), "0"); err != nil {
 			return err
 		}
+		// With duplicate address detection that address stays tentative,
+		// answering no neighbour solicitation, for about 2 s after the link
+		// comes up: a new pod could send nothing over IPv6 for that long.
+		// Nothing else on this point-to-point link can hold it (the pod
+		// side has its own MAC), so there is nothing to detect. Set before
+		// the link is up, when the address is made; CHECK does not look at
+		// it, since it matters only then.
+		if err := sysctl.Set(sysctl.Iface("ipv6", name, "accept_dad"), "0"); err != nil {
+			return err
+		}
 	}
 	for _, kv := range hostSysctls(name, v4, v6) {
 		if err := sysctl.Set(kv[0], kv[1]); err != nil {

@@ -70,7 +70,7 @@ func TestNewBlockReachable(t *testing.T) {
 		}
 	}
 	ps := pods(l)
-	reachAll(t, ps, ps, 5*time.Second)
+	reachAll(t, ps, ps, 15*time.Second)
 }
 
 // TestNodeRemovalWithdraws: deleting a node's record makes the others drop
@@ -139,7 +139,7 @@ func TestRestartDuringPing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reachAll(t, []endpoint{{"pinger", a.NS, a.Addr}}, []endpoint{{"target", b.NS, b.Addr}}, 5*time.Second)
+	reachAll(t, []endpoint{{"pinger", a.NS, a.Addr}}, []endpoint{{"target", b.NS, b.Addr}}, 15*time.Second)
 
 	pctx, stop := context.WithCancel(ctx)
 	res := make(chan testenv.PingStats, 1)

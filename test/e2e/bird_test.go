@@ -138,7 +138,7 @@ protocol bgp node2 from node { neighbor 198.19.1.12 as 64512; }
 			t.Errorf("node-2's kernel has %q:\n%s", h, all)
 		}
 	}
-	reachAll(t, []endpoint{{"node-2", l.Nodes[1].NS, l.Nodes[1].Addr.Addr()}}, []endpoint{{"web", pod.NS, pod.Addr}}, 5*time.Second)
+	reachAll(t, []endpoint{{"node-2", l.Nodes[1].NS, l.Nodes[1].Addr.Addr()}}, []endpoint{{"web", pod.NS, pod.Addr}}, 15*time.Second)
 }
 
 // TestBirdRouteReflector: the mesh off and BIRD as the route reflector of

@@ -125,7 +125,7 @@ func TestVXLANCrossSubnet(t *testing.T) {
 	l, ps := twoSubnets(t, encapPool(conf.EncapNever, conf.EncapCrossSubnet, false))
 	recs := waitTunnels(t, l)
 	reachAll(t, endpoints(ps), endpoints(ps), 10*time.Second)
-	reachAll(t, nodeEndpoints(l), endpoints(ps), 5*time.Second)
+	reachAll(t, nodeEndpoints(l), endpoints(ps), 15*time.Second)
 
 	a1, b, c := ps[0], ps[2], ps[3]
 	cap, err := l.Capture(t.Context(), "udp port 4789 or icmp")
@@ -186,7 +186,7 @@ func TestVXLANAlways(t *testing.T) {
 	l, ps := twoSubnets(t, encapPool(conf.EncapNever, conf.EncapAlways, false))
 	waitTunnels(t, l)
 	reachAll(t, endpoints(ps), endpoints(ps), 10*time.Second)
-	reachAll(t, nodeEndpoints(l), endpoints(ps), 5*time.Second)
+	reachAll(t, nodeEndpoints(l), endpoints(ps), 15*time.Second)
 	cap, err := l.Capture(t.Context(), "udp port 4789 or icmp")
 	if err != nil {
 		t.Fatal(err)

@@ -27,12 +27,12 @@ func TestMeshReachability(t *testing.T) {
 		}
 	}
 	ps := pods(l)
-	reachAll(t, ps, ps, 5*time.Second)
+	reachAll(t, ps, ps, 15*time.Second)
 	var nodes []endpoint
 	for _, n := range l.Nodes {
 		nodes = append(nodes, endpoint{n.Name, n.NS, n.Addr.Addr()})
 	}
-	reachAll(t, nodes, ps, 5*time.Second)
+	reachAll(t, nodes, ps, 15*time.Second)
 	logStatus(t, l)
 
 	// The operator's view: brindlectl on node-1.
@@ -80,8 +80,8 @@ func TestDualStackAcrossNodes(t *testing.T) {
 		v4 = append(v4, endpoint{p.Name, p.NS, p.Addr})
 		v6 = append(v6, endpoint{p.Name, p.NS, p.Addr6})
 	}
-	reachAll(t, v4, v4, 5*time.Second)
-	reachAll(t, v6, v6, 5*time.Second)
+	reachAll(t, v4, v4, 15*time.Second)
+	reachAll(t, v6, v6, 15*time.Second)
 	st, _ := l.Nodes[0].Status(ctx)
 	t.Logf("node-1 routes: %v", st.Routes)
 	if len(st.Routes) != 6 {

@@ -55,7 +55,7 @@ protocol bgp node2 from node { neighbor 198.19.1.12 as 64512; }
 	waitNoBirdRoute(t, b, block, 30*time.Second)
 	// Inside the cluster nothing changed: node-2 routes to the pod.
 	waitRoutes(t, l.Nodes[1], 10*time.Second, "route to "+block, func(rs []string) bool { return hasPrefix(rs, block) })
-	reachAll(t, []endpoint{{"node-2", l.Nodes[1].NS, l.Nodes[1].Addr.Addr()}}, []endpoint{{"web", pod.NS, pod.Addr}}, 5*time.Second)
+	reachAll(t, []endpoint{{"node-2", l.Nodes[1].NS, l.Nodes[1].Addr.Addr()}}, []endpoint{{"web", pod.NS, pod.Addr}}, 15*time.Second)
 	// And it stays away (the sessions came back without it).
 	waitBird(t, b, "show protocols", 30*time.Second, "node1      BGP        ---        up", "node2      BGP        ---        up")
 	time.Sleep(time.Second)
