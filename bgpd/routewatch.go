@@ -2,56 +2,109 @@ package bgpd
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"log/slog"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	mdnetlink "github.com/mdlayher/netlink"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
 // WatchRouteDeletes signals when a route with brindle's protocol is deleted
-// by someone else, so that it comes back at once. Route notifications are a
-// multicast socket: when brindled itself installs many routes at once, the
-// notifications of its own adds can overflow it (ENOBUFS), and the kernel
-// then drops messages, a delete perhaps among them. So an overflow is
-// signalled too (the sync lists the kernel again), and the watch starts
-// over instead of ending.
+// by someone else, so that it comes back at once. It listens to the
+// kernel's route notifications (IPv4 and IPv6) through a socket filter
+// that lets only the deletion of a brindle route through: the
+// notifications of every route brindled itself adds (one per learned
+// path, on every node, and 100,000 at once when a peer sends a big table)
+// are dropped by the kernel instead of waking brindled to be read and
+// thrown away. Should the socket still overflow (ENOBUFS), messages were
+// lost, a delete perhaps among them: that is signalled too (the sync lists
+// the kernel again) and the watch goes on; a socket that fails otherwise
+// is opened again.
 func WatchRouteDeletes(ctx context.Context, log *slog.Logger) <-chan struct{} {
+	return watchRouteDeletes(ctx, log, dialRouteDeletes)
+}
+
+func watchRouteDeletes(ctx context.Context, log *slog.Logger, dial func() (*mdnetlink.Conn, error)) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
 		for ctx.Err() == nil {
-			ch := make(chan netlink.RouteUpdate, 4096)
-			failed := make(chan error, 1)
-			err := netlink.RouteSubscribeWithOptions(ch, ctx.Done(), netlink.RouteSubscribeOptions{
-				ReceiveBufferSize: 32 << 20, ReceiveBufferForceSize: true,
-				ErrorCallback: func(err error) {
-					select {
-					case failed <- err:
-					default:
-					}
-				},
-			})
+			c, err := dial()
 			if err != nil {
 				log.Warn("cannot watch routes; relying on periodic resync", "err", err)
 				sleepCtx(ctx, 10*time.Second)
 				continue
 			}
-			for u := range ch {
-				if u.Type == unix.RTM_DELROUTE && u.Route.Protocol == RouteProtocol {
-					signal(out)
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			for {
+				_, err := c.Receive()
+				if ctx.Err() != nil {
+					break
 				}
+				signal(out)
+				if err == nil {
+					continue
+				}
+				if errors.Is(err, unix.ENOBUFS) {
+					log.Info("route watch lost messages; resyncing", "err", err)
+					continue
+				}
+				log.Info("route watch failed; resyncing and watching again", "err", err)
+				break
 			}
-			if ctx.Err() != nil {
-				return
-			}
-			select {
-			case err := <-failed:
-				log.Info("route watch lost messages; resyncing and watching again", "err", err)
-			default:
-			}
-			signal(out) // whatever was missed is found by listing the kernel
+			stop()
+			c.Close()
 			sleepCtx(ctx, 100*time.Millisecond)
 		}
 	}()
 	return out
+}
+
+// dialRouteDeletes opens the filtered notification socket, in the calling
+// thread's network namespace.
+func dialRouteDeletes() (*mdnetlink.Conn, error) {
+	c, err := mdnetlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Room for a burst of deletes (someone flushing 100,000 routes),
+	// beyond the system's default maximum.
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) })
+	}
+	if err := c.SetBPF(routeDeleteFilter()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	for _, g := range []uint32{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE} {
+		if err := c.JoinGroup(g); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// routeDeleteFilter accepts RTM_DELROUTE of protocol RouteProtocol: the
+// netlink header's type (host byte order, at offset 4, compared byte by
+// byte) and the protocol byte of the rtmsg after the 16-byte header.
+func routeDeleteFilter() []bpf.RawInstruction {
+	var typ [2]byte
+	binary.NativeEndian.PutUint16(typ[:], unix.RTM_DELROUTE)
+	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 4, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(typ[0]), SkipTrue: 5},
+		bpf.LoadAbsolute{Off: 5, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(typ[1]), SkipTrue: 3},
+		bpf.LoadAbsolute{Off: unix.NLMSG_HDRLEN + 5, Size: 1}, // rtm_protocol
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(RouteProtocol), SkipTrue: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		panic(err) // a constant program
+	}
+	return prog
 }
