@@ -17,10 +17,11 @@ import (
 // idle processors to spare, every hand-off wakes another thread, and the
 // runtime's monitor polls every 20 µs while any of them runs: a node then
 // spends more CPU switching threads than on the work. One processor keeps
-// a burst on one thread. Measured on the 100-node lab (docs/bgp.md): the
-// clients' CPU per claimed block fell by about a fifth and their context
-// switches by 40%. A route reflector with many hundreds of clients may
-// want more.
+// a burst on one thread. Measured on the 100-node lab together with the
+// timer slack below and the policy enforcer's commit watch (docs/bgp.md,
+// "The nodes' CPU per claim"): the clients' CPU per claimed block fell by a
+// median 42% over 13 pairs and their context switches by 66-81%. A route
+// reflector with many hundreds of clients may want more.
 func maxProcsFlag(fs *flag.FlagSet) *int {
 	return fs.Int("max-procs", 1, "processors brindled's Go scheduler uses (GOMAXPROCS); 0: one per CPU (Go's default). $GOMAXPROCS, when set, wins")
 }
