@@ -96,6 +96,9 @@ func (l *Lab) addNode(i int) (*Node, error) {
 	}
 	l.onClose(cleanup)
 	n.NS = nsh
+	if err := nsh.Do(func(ns.NetNS) error { return noDAD() }); err != nil {
+		return nil, fmt.Errorf("%s: %w", n.Name, err)
+	}
 	// The uplink: eth0 in the node, its peer on the subnet's bridge.
 	peer := fmt.Sprintf("n%d", i+1)
 	if err := l.plug(nsh, peer, subnet); err != nil {
