@@ -138,6 +138,13 @@ func scaleLab(bin string, n, claims int, rr bool) (*scaleResult, error) {
 		}
 		cpu0, _ = sampleCPU(l, reflectors)
 	}
+	// The slowest claim, to say what held it up: a claim's samples are 1%
+	// of all at 100 nodes, so one slow claim sets the p99.
+	var slow struct {
+		block            netip.Prefix
+		owner            string
+		write, own, last time.Duration
+	}
 	for c := range claims {
 		owner := c % n
 		b := block(n + c)
@@ -145,6 +152,8 @@ func scaleLab(bin string, n, claims int, rr bool) (*scaleResult, error) {
 		if err := claimBlock(ctx, l, l.Nodes[owner].Name, b); err != nil {
 			return nil, err
 		}
+		write := time.Since(t0)
+		var own, last time.Duration
 		deadline := time.Now().Add(10 * time.Second)
 		for i, w := range watches {
 			for w.arrived(b.String()).IsZero() {
@@ -153,13 +162,21 @@ func scaleLab(bin string, n, claims int, rr bool) (*scaleResult, error) {
 				}
 				time.Sleep(500 * time.Microsecond)
 			}
+			d := w.arrived(b.String()).Sub(t0)
 			if i == owner {
-				res.own = append(res.own, w.arrived(b.String()).Sub(t0))
+				res.own = append(res.own, d)
+				own = d
 			} else {
-				res.lat = append(res.lat, w.arrived(b.String()).Sub(t0))
+				res.lat = append(res.lat, d)
+				last = max(last, d)
 			}
 		}
+		if last > slow.last {
+			slow.block, slow.owner, slow.write, slow.own, slow.last = b, l.Nodes[owner].Name, write, own, last
+		}
 	}
+	progress("  slowest claim: %s of %s: etcd write %v, owner's blackhole %v, last other kernel %v",
+		slow.block, slow.owner, slow.write.Round(10*time.Microsecond), slow.own.Round(10*time.Microsecond), slow.last.Round(10*time.Microsecond))
 	cpu1, err := sampleCPU(l, reflectors)
 	if err != nil {
 		return nil, err
