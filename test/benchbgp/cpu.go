@@ -12,32 +12,6 @@ import (
 	"github.com/brindle-net/brindle/test/lab"
 )
 
-// clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ,
-// 100 on Linux).
-const clockTick = 10 * time.Millisecond
-
-// procCPU is the user and system time a process has used so far (all its
-// threads, those that ended included).
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name, in parentheses, may hold spaces: fields count
-	// from the last ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
-	}
-	return time.Duration(utime+stime) * clockTick, nil
-}
-
 // cpuSample is the CPU time used so far by the lab's reflectors, its
 // clients and this process, and the clients' context switches.
 type cpuSample struct {
@@ -72,7 +46,7 @@ func contextSwitches(pid int) int64 {
 func sampleCPU(l *lab.Lab, reflectors int) (cpuSample, error) {
 	var s cpuSample
 	for i, n := range l.Nodes {
-		c, err := procCPU(n.PID())
+		c, err := lab.ProcCPU(n.PID())
 		if err != nil {
 			return s, fmt.Errorf("%s: %w", n.Name, err)
 		}
@@ -83,7 +57,7 @@ func sampleCPU(l *lab.Lab, reflectors int) (cpuSample, error) {
 			s.switches += contextSwitches(n.PID())
 		}
 	}
-	c, err := procCPU(os.Getpid())
+	c, err := lab.ProcCPU(os.Getpid())
 	s.bench = c
 	return s, err
 }

@@ -288,14 +288,11 @@ var lastBrindled = map[int]float64{}
 
 func brindledCPU(n *lab.Node) float64 {
 	pid := n.PID()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := lab.ProcCPU(pid)
 	if err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b)[strings.LastIndex(string(b), ")")+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	now := (ut + st) / 100 // USER_HZ
+	now := cpu.Seconds()
 	d := now - lastBrindled[pid]
 	lastBrindled[pid] = now
 	return d
