@@ -18,6 +18,24 @@ import (
 // and a RouteSocket in it.
 func routeNS(t *testing.T) (*netlink.Handle, *RouteSocket, netlink.Link) {
 	t.Helper()
+	n, h, up := uplinkNS(t, "10.0.0.1/24")
+	var sock *RouteSocket
+	err := n.Do(func(ns.NetNS) error {
+		var err error
+		sock, err = OpenRouteSocket()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sock.Close() })
+	return h, sock, up
+}
+
+// uplinkNS is a throwaway namespace with a handle in it and an uplink (a
+// veth pair, both ends up) holding addrs, usable at once (no DAD).
+func uplinkNS(t *testing.T, addrs ...string) (ns.NetNS, *netlink.Handle, netlink.Link) {
+	t.Helper()
 	testenv.RequireRoot(t)
 	n := testenv.NewNS(t)
 	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
@@ -35,15 +53,12 @@ func routeNS(t *testing.T) (*netlink.Handle, *RouteSocket, netlink.Link) {
 			t.Fatal(err)
 		}
 	}
-	if err := h.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.0.0.1/24"))}); err != nil {
-		t.Fatal(err)
+	for _, a := range addrs {
+		if err := h.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix(a)), Flags: unix.IFA_F_NODAD}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var sock *RouteSocket
-	if err := n.Do(func(ns.NetNS) error { sock, err = OpenRouteSocket(); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sock.Close() })
-	return h, sock, up
+	return n, h, up
 }
 
 func TestRouteSocketTouchesOnlyBrindleRoutes(t *testing.T) {

@@ -10,11 +10,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
-
-	"github.com/brindle-net/brindle/internal/testenv"
 )
 
 // TestRouteDeleteFilter: of the route notifications, the socket filter
@@ -57,28 +54,7 @@ func TestRouteDeleteFilter(t *testing.T) {
 // TestWatchRouteDeletes: a brindle route deleted by someone else is
 // signalled, IPv4 and IPv6, every time.
 func TestWatchRouteDeletes(t *testing.T) {
-	testenv.RequireRoot(t)
-	n := testenv.NewNS(t)
-	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "up1"}); err != nil {
-		t.Fatal(err)
-	}
-	up, _ := h.LinkByName("up0")
-	peer, _ := h.LinkByName("up1")
-	for _, l := range []netlink.Link{up, peer} {
-		if err := h.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, a := range []string{"10.0.0.1/24", "fd00::1/64"} {
-		if err := h.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix(a)), Flags: unix.IFA_F_NODAD}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n, h, _ := uplinkNS(t, "10.0.0.1/24", "fd00::1/64")
 	ready := make(chan struct{})
 	dial := func() (*mdnetlink.Conn, error) {
 		var c *mdnetlink.Conn
