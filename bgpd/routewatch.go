@@ -2,14 +2,14 @@ package bgpd
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"log/slog"
 	"time"
 
 	mdnetlink "github.com/mdlayher/netlink"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/brindle-net/brindle/internal/nlwatch"
 )
 
 // WatchRouteDeletes signals when a route with brindle's protocol is deleted
@@ -37,24 +37,15 @@ func watchRouteDeletes(ctx context.Context, log *slog.Logger, dial func() (*mdne
 				sleepCtx(ctx, 10*time.Second)
 				continue
 			}
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			for {
-				_, err := c.Receive()
-				if ctx.Err() != nil {
-					break
-				}
+			err = nlwatch.Receive(ctx, c, func(lost error) {
 				signal(out)
-				if err == nil {
-					continue
+				if lost != nil {
+					log.Info("route watch lost messages; resyncing", "err", lost)
 				}
-				if errors.Is(err, unix.ENOBUFS) {
-					log.Info("route watch lost messages; resyncing", "err", err)
-					continue
-				}
+			})
+			if err != nil {
 				log.Info("route watch failed; resyncing and watching again", "err", err)
-				break
 			}
-			stop()
 			c.Close()
 			sleepCtx(ctx, 100*time.Millisecond)
 		}
@@ -87,24 +78,8 @@ func dialRouteDeletes() (*mdnetlink.Conn, error) {
 	return c, nil
 }
 
-// routeDeleteFilter accepts RTM_DELROUTE of protocol RouteProtocol: the
-// netlink header's type (host byte order, at offset 4, compared byte by
-// byte) and the protocol byte of the rtmsg after the 16-byte header.
+// routeDeleteFilter accepts RTM_DELROUTE of protocol RouteProtocol (the
+// protocol byte of the rtmsg after the 16-byte netlink header).
 func routeDeleteFilter() []bpf.RawInstruction {
-	var typ [2]byte
-	binary.NativeEndian.PutUint16(typ[:], unix.RTM_DELROUTE)
-	prog, err := bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 4, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(typ[0]), SkipTrue: 5},
-		bpf.LoadAbsolute{Off: 5, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(typ[1]), SkipTrue: 3},
-		bpf.LoadAbsolute{Off: unix.NLMSG_HDRLEN + 5, Size: 1}, // rtm_protocol
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(RouteProtocol), SkipTrue: 1},
-		bpf.RetConstant{Val: 0xffff},
-		bpf.RetConstant{Val: 0},
-	})
-	if err != nil {
-		panic(err) // a constant program
-	}
-	return prog
+	return nlwatch.Filter(unix.RTM_DELROUTE, nlwatch.Byte{Off: unix.NLMSG_HDRLEN + 5, Val: byte(RouteProtocol)}) // rtm_protocol
 }

@@ -2,13 +2,13 @@ package nft
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/brindle-net/brindle/internal/nlwatch"
 )
 
 // WatchGeneration signals (coalesced) each time the kernel commits an
@@ -34,47 +34,20 @@ func (w *Writer) WatchGeneration(ctx context.Context) (<-chan struct{}, error) {
 		return nil, fmt.Errorf("nftables notifications: join group: %w", err)
 	}
 	out := make(chan struct{}, 1)
-	stop := context.AfterFunc(ctx, func() { c.Close() })
 	go func() {
 		defer close(out)
-		defer stop()
-		for {
-			_, err := c.Receive()
-			if ctx.Err() != nil {
-				return
-			}
+		_ = nlwatch.Receive(ctx, c, func(error) {
 			select {
 			case out <- struct{}{}:
 			default:
 			}
-			if err != nil && !isOverflow(err) {
-				c.Close()
-				return
-			}
-		}
+		})
+		c.Close()
 	}()
 	return out, nil
 }
 
-// newGenFilter accepts only NFT_MSG_NEWGEN: the netlink header's type
-// (host byte order, at offset 4) compared byte by byte.
+// newGenFilter accepts only NFT_MSG_NEWGEN.
 func newGenFilter() []bpf.RawInstruction {
-	var typ [2]byte
-	binary.NativeEndian.PutUint16(typ[:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWGEN)
-	prog, err := bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 4, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(typ[0]), SkipTrue: 3},
-		bpf.LoadAbsolute{Off: 5, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(typ[1]), SkipTrue: 1},
-		bpf.RetConstant{Val: 0xffff},
-		bpf.RetConstant{Val: 0},
-	})
-	if err != nil {
-		panic(err) // a constant program
-	}
-	return prog
+	return nlwatch.Filter(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWGEN)
 }
-
-// isOverflow: the socket's buffer overflowed and notifications were lost
-// (the watch goes on; the caller looks at the generation again).
-func isOverflow(err error) bool { return errors.Is(err, unix.ENOBUFS) }
